@@ -1,0 +1,75 @@
+"""mixprec: the right mixed-precision plugin for a precision and a device, from installable backends.
+
+``import mixprec`` imports neither torch nor lightning; they are imported when a precision object
+is first built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixprec._backend import ANY_DEVICE, Availability, Backend, Device, Request
+from mixprec._errors import (
+    BackendNotFoundError,
+    BackendUnavailableError,
+    DeviceError,
+    OptionError,
+    PluginError,
+    PrecisionError,
+    PrecisionWarning,
+    StateDictError,
+    UnknownPrecisionError,
+)
+from mixprec._hookspec import ENTRY_POINT_GROUP, hookimpl
+from mixprec._registry import registry as _registry
+from mixprec._resolver import (
+    ALIASES,
+    AUTO_ORDER,
+    Candidate,
+    Explanation,
+    Record,
+    available,
+    explain,
+    get_precision,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALIASES",
+    "ANY_DEVICE",
+    "AUTO_ORDER",
+    "ENTRY_POINT_GROUP",
+    "Availability",
+    "Backend",
+    "BackendNotFoundError",
+    "BackendUnavailableError",
+    "Candidate",
+    "Device",
+    "DeviceError",
+    "Explanation",
+    "OptionError",
+    "PluginError",
+    "PrecisionError",
+    "PrecisionWarning",
+    "Record",
+    "Request",
+    "StateDictError",
+    "UnknownPrecisionError",
+    "__version__",
+    "available",
+    "explain",
+    "get_precision",
+    "hookimpl",
+    "register",
+]
+
+
+def register(plugin: Any, name: str | None = None) -> str:
+    """Register a plugin object (a module or any object with a ``mixprec_backends`` hookimpl) in this process.
+
+    For notebooks and tests; installed plugins are found through the ``mixprec.backends`` entry point.
+    It is taken whole or not at all: a malformed description or a name that is already taken raises
+    :class:`PluginError` and changes nothing. Returns the plugin's name.
+    """
+    return _registry.register(plugin, name)

@@ -1,0 +1,154 @@
+"""The data a plugin uses to describe a backend, and the data the core hands to a backend's policy.
+
+A backend describes itself with plain data (:class:`Backend`); the code that probes the hardware
+and builds precision objects lives in its *policy module*, named by a dotted string and imported
+only when a backend is first asked something. That keeps loading a plugin cheap: neither the
+entry-point module nor this file imports torch or lightning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from mixprec._errors import DeviceError, PluginError
+
+__all__ = ["ANY_DEVICE", "Availability", "Backend", "Device", "Request", "Status"]
+
+#: ``Backend.device_type`` of a backend that serves every device type (the core's "true" precisions).
+ANY_DEVICE = "*"
+
+Status = Literal["available", "slow", "unavailable", "failed"]
+
+_NAME = re.compile(r"[a-z][a-z0-9_.-]*\Z")
+_DEVICE_TYPE = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_PRECISION = re.compile(r"[a-z0-9][a-z0-9_.-]*\Z")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_DEVICE = re.compile(r"([a-z_][a-z0-9_]*)(?::(\d+))?\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device type and an optional index (None: the current device of that type)."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    @classmethod
+    def parse(cls, text: str) -> Device:
+        """Parse ``"cuda"``, ``"cuda:1"`` and the like; anything else is a :class:`DeviceError`."""
+        match = _DEVICE.match(text)
+        if match is None:
+            hint = ""
+            if _DEVICE.match(text.strip().lower()):
+                hint = f"; did you mean {text.strip().lower()!r}?"
+            raise DeviceError(
+                f"Malformed device string {text!r}: expected a device type with an optional index,"
+                f" such as 'cpu', 'cuda' or 'cuda:1'{hint}"
+            )
+        index = match.group(2)
+        return cls(match.group(1), None if index is None else int(index))
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """What a backend's policy says of one precision on one device: a status and why."""
+
+    status: Status
+    reason: str = ""
+
+    @classmethod
+    def available(cls, reason: str = "") -> Availability:
+        return cls("available", reason)
+
+    @classmethod
+    def slow(cls, reason: str) -> Availability:
+        """Works, but slower than fp32 here (an emulated dtype): never chosen by "auto"."""
+        return cls("slow", reason)
+
+    @classmethod
+    def unavailable(cls, reason: str) -> Availability:
+        """Cannot run here; ``reason`` says why and what to use instead."""
+        return cls("unavailable", reason)
+
+    @property
+    def usable(self) -> bool:
+        return self.status in ("available", "slow")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Everything a policy's ``create`` needs to build one precision object."""
+
+    precision: str
+    device: Device
+    backend: str
+    target: Literal["fabric", "trainer"] = "fabric"
+    strategy: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend, described as data by a plugin's ``mixprec_backends()`` hook.
+
+    Args:
+        name: unique name users select it by (``backend="cpu"``, ``MIXPREC_BACKEND``, ``mixprec check``).
+        device_type: the torch device type it serves, e.g. ``"cuda"``.
+        precisions: the canonical precision strings it offers, e.g. ``("bf16-mixed", "16-mixed")``.
+        policy: dotted name of the module with ``availability(precision, device)``,
+            ``create(request)`` and ``device_count()``; imported at first use only.
+        priority: higher wins among backends that offer the same precision on the same device type.
+        unsupported: optional capabilities (see :mod:`mixprec.testing`) it lacks, each with the reason.
+        description: one line for ``mixprec list``.
+    """
+
+    name: str
+    device_type: str
+    precisions: tuple[str, ...]
+    policy: str
+    priority: int = 0
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        # Plugins are third-party code: check every field's type at run time, whatever the annotations say.
+        problems: list[str] = []
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            problems.append(f"name {self.name!r} must be lower case letters, digits, '_', '-' or '.'")
+        if not isinstance(self.device_type, str) or not (
+            self.device_type == ANY_DEVICE or _DEVICE_TYPE.match(self.device_type)
+        ):
+            problems.append(f"device_type {self.device_type!r} must be a torch device type such as 'cuda'")
+        precisions: Any = self.precisions
+        if isinstance(precisions, str) or not isinstance(precisions, (tuple, list)) or not precisions:
+            problems.append(f"precisions {precisions!r} must be a non-empty tuple of precision strings")
+        else:
+            bad = [p for p in precisions if not isinstance(p, str) or not _PRECISION.match(p)]
+            if bad:
+                problems.append(f"precisions {bad!r} are not valid precision strings")
+            elif len(set(precisions)) != len(precisions):
+                problems.append(f"precisions {precisions!r} lists one precision twice")
+            object.__setattr__(self, "precisions", tuple(precisions))
+        if not isinstance(self.policy, str) or not _DOTTED.match(self.policy):
+            problems.append(f"policy {self.policy!r} must be a dotted module name such as 'mixprec_cpu.policy'")
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            problems.append(f"priority {self.priority!r} must be an int")
+        unsupported: Any = self.unsupported
+        if not isinstance(unsupported, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in unsupported.items()
+        ):
+            problems.append(f"unsupported {unsupported!r} must map capability names to non-empty reasons")
+        else:
+            object.__setattr__(self, "unsupported", MappingProxyType(dict(unsupported)))
+        description: Any = self.description
+        if not isinstance(description, str):
+            problems.append(f"description {self.description!r} must be a string")
+        if problems:
+            raise PluginError("Invalid Backend description: " + "; ".join(problems))

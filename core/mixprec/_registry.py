@@ -1,0 +1,289 @@
+"""Discovery and registration of plugins: which backends exist in this process.
+
+Discovery runs once per process, at first use, under a lock. Each installed entry point of the
+group ``mixprec.backends`` is loaded on its own: a plugin that fails to import, whose hook raises,
+or that describes itself wrongly is recorded as a :class:`Failure`, warned about once and skipped;
+the rest keep working. A plugin is taken whole or not at all.
+
+Name clashes are settled by one rule: plugins are taken in a fixed order (the core's built-in
+plugin, then entry points sorted by entry-point name and then by distribution name), and the first
+to claim a plugin name or a backend name keeps it. Every later claimant is a :class:`Failure`
+whose message names both distributions.
+
+The registry's contents are an immutable :class:`Snapshot`; registering a plugin swaps in a new
+snapshot with a higher ``generation``, which is what the resolver keys its caches on.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import MappingProxyType
+from typing import Any
+
+import pluggy
+
+from mixprec._backend import Backend
+from mixprec._errors import PluginError, PrecisionWarning
+from mixprec._hookspec import ENTRY_POINT_GROUP, PROJECT_NAME, BackendSpec
+from mixprec._settings import Settings
+
+__all__ = ["Failure", "Plugin", "Registered", "Registry", "Snapshot", "registry"]
+
+BUILTIN_PLUGIN = "core"
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """Where a plugin came from: its name and, for an installed one, its distribution."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        if self.distribution is None:
+            return f"plugin {self.name!r} (registered in-process)"
+        return f"plugin {self.name!r} from distribution {self.distribution} {self.version}"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A backend together with the plugin that provided it."""
+
+    backend: Backend
+    plugin: Plugin
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A plugin that was skipped, and why."""
+
+    plugin: Plugin
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.plugin} was skipped: {self.error}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The registry's contents at one moment; never mutated."""
+
+    generation: int
+    backends: Mapping[str, Registered]
+    failures: tuple[Failure, ...] = ()
+    #: plugins deliberately not loaded (MIXPREC_BLOCK, MIXPREC_PLUGINS), with the reason.
+    skipped: tuple[tuple[Plugin, str], ...] = ()
+    plugins: tuple[Plugin, ...] = ()
+    _index: dict[str, tuple[Registered, ...]] = field(default_factory=dict, repr=False, compare=False)
+
+    def for_device_type(self, device_type: str) -> tuple[Registered, ...]:
+        """Backends serving ``device_type``, including those serving every device type."""
+        found = self._index.get(device_type)
+        if found is None:
+            found = tuple(r for r in self.backends.values() if r.backend.device_type in (device_type, "*"))
+            self._index[device_type] = found
+        return found
+
+
+class _Loader:
+    """Builds a snapshot: one pluggy manager, each plugin registered and validated on its own."""
+
+    def __init__(self, base: Snapshot | None) -> None:
+        self.manager = pluggy.PluginManager(PROJECT_NAME)
+        self.manager.add_hookspecs(BackendSpec)
+        self.backends: dict[str, Registered] = dict(base.backends) if base else {}
+        self.plugins: list[Plugin] = list(base.plugins) if base else []
+        self.failures: list[Failure] = list(base.failures) if base else []
+
+    def add(self, obj: Any, plugin: Plugin) -> None:
+        """Register ``obj`` as ``plugin`` whole, or raise PluginError and leave nothing behind."""
+        if any(p.name == plugin.name for p in self.plugins):
+            holder = next(p for p in self.plugins if p.name == plugin.name)
+            raise PluginError(f"the plugin name {plugin.name!r} is already taken by {holder}")
+        try:
+            self.manager.register(obj, name=plugin.name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            raise PluginError(f"pluggy rejected it: {exc}") from exc
+        try:
+            described = self._describe(obj, plugin)
+        except BaseException:
+            self.manager.unregister(obj, name=plugin.name)
+            raise
+        self.plugins.append(plugin)
+        for backend in described:
+            self.backends[backend.name] = Registered(backend, plugin)
+
+    def _describe(self, obj: Any, plugin: Plugin) -> list[Backend]:
+        try:
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"it implements an unknown hook: {exc}") from exc
+        impls = [i for i in self.manager.hook.mixprec_backends.get_hookimpls() if i.plugin is obj]
+        if not impls:
+            raise PluginError("it has no @mixprec.hookimpl function named mixprec_backends")
+        described: list[Backend] = []
+        for impl in impls:
+            try:
+                result = impl.function()
+            except Exception as exc:
+                raise PluginError(f"its mixprec_backends hook raised {type(exc).__name__}: {exc}") from exc
+            if isinstance(result, Backend):
+                result = [result]
+            if not isinstance(result, Iterable) or isinstance(result, (str, bytes, Mapping)):
+                raise PluginError(
+                    f"its mixprec_backends hook returned {type(result).__name__}; return a list of mixprec.Backend"
+                )
+            for item in result:
+                if not isinstance(item, Backend):
+                    raise PluginError(f"its mixprec_backends hook returned {item!r}, which is not a mixprec.Backend")
+                described.append(item)
+        names = [b.name for b in described]
+        for name in names:
+            if names.count(name) > 1:
+                raise PluginError(f"it describes the backend {name!r} twice")
+            if name in self.backends:
+                raise PluginError(
+                    f"the backend name {name!r} is already taken by {self.backends[name].plugin};"
+                    " the plugin loaded first keeps a name (entry points load in order of name, then"
+                    " distribution): block one with MIXPREC_BLOCK or rename it"
+                )
+        return described
+
+    def snapshot(self, generation: int, skipped: tuple[tuple[Plugin, str], ...] = ()) -> Snapshot:
+        return Snapshot(
+            generation=generation,
+            backends=MappingProxyType(dict(self.backends)),
+            failures=tuple(self.failures),
+            skipped=skipped,
+            plugins=tuple(self.plugins),
+        )
+
+
+def _distribution(ep: metadata.EntryPoint) -> Plugin:
+    dist = ep.dist
+    if dist is None:
+        return Plugin(ep.name)
+    return Plugin(ep.name, dist.metadata["Name"] or dist.name, dist.version)
+
+
+def _normalized(name: str | None) -> str:
+    return (name or "").lower().replace("_", "-").replace(".", "-")
+
+
+class Registry:
+    """The process-wide set of backends, discovered lazily and at most once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._generation = 0
+
+    def snapshot(self) -> Snapshot:
+        """The current contents, discovering installed plugins on the first call."""
+        snap = self._snapshot
+        if snap is None:
+            with self._lock:
+                snap = self._snapshot
+                if snap is None:
+                    snap = self._discover()
+                    self._snapshot = snap
+        return snap
+
+    def register(self, plugin: Any, name: str | None = None) -> str:
+        """Register a plugin object in this process; return its name. All or nothing."""
+        base = self.snapshot()
+        with self._lock:
+            base = self._snapshot or base
+            loader = _Loader(base)
+            plugin_name = name or loader.manager.get_canonical_name(plugin)
+            try:
+                loader.add(plugin, Plugin(plugin_name))
+            except PluginError as exc:
+                raise PluginError(f"Cannot register plugin {plugin_name!r}: {exc}") from None
+            self._generation += 1
+            self._snapshot = loader.snapshot(self._generation, base.skipped)
+        return plugin_name
+
+    def reset(self) -> None:
+        """Forget everything; the next use discovers again (for tests)."""
+        with self._lock:
+            self._snapshot = None
+            self._generation += 1
+
+    def _discover(self) -> Snapshot:
+        settings = Settings.from_environ()
+        loader = _Loader(None)
+        from mixprec import _builtin
+
+        loader.add(_builtin, Plugin(BUILTIN_PLUGIN, "mixprec", _version()))
+        skipped: list[tuple[Plugin, str]] = []
+        if settings.autoload:
+            self._load_entry_points(loader, settings, skipped)
+        else:
+            skipped.extend(
+                (_distribution(ep), "MIXPREC_DISABLE_PLUGIN_AUTOLOAD is set")
+                for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+            )
+        new = loader.failures
+        if settings.strict and new:
+            raise PluginError("MIXPREC_STRICT is set and plugins failed:\n" + "\n".join(f"  - {f}" for f in new))
+        for failure in new:
+            warnings.warn(str(failure), PrecisionWarning, stacklevel=4)
+        self._generation += 1
+        return loader.snapshot(self._generation, tuple(skipped))
+
+    @staticmethod
+    def _load_entry_points(loader: _Loader, settings: Settings, skipped: list[tuple[Plugin, str]]) -> None:
+        eps = sorted(
+            metadata.entry_points(group=ENTRY_POINT_GROUP),
+            key=lambda ep: (ep.name, _normalized(ep.dist.name if ep.dist else None), ep.value),
+        )
+        seen: dict[str, Plugin] = {}
+        for ep in eps:
+            plugin = _distribution(ep)
+            if ep.name in seen:
+                loader.failures.append(
+                    Failure(
+                        plugin,
+                        f"the plugin name {ep.name!r} is also claimed by {seen[ep.name]}, which"
+                        " sorts first by distribution name and keeps it; uninstall one or set MIXPREC_BLOCK",
+                    )
+                )
+                continue
+            if ep.name in settings.block:
+                skipped.append((plugin, "blocked by MIXPREC_BLOCK"))
+                continue
+            if settings.allow is not None and ep.name not in settings.allow:
+                skipped.append((plugin, "not listed in MIXPREC_PLUGINS"))
+                continue
+            seen[ep.name] = plugin
+            try:
+                obj = ep.load()
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    raise
+                loader.failures.append(Failure(plugin, f"importing {ep.value!r} raised {type(exc).__name__}: {exc}"))
+                continue
+            try:
+                loader.add(obj, plugin)
+            except PluginError as exc:
+                loader.failures.append(Failure(plugin, str(exc)))
+        for missing in sorted((settings.allow or frozenset()) - seen.keys() - settings.block):
+            loader.failures.append(
+                Failure(Plugin(missing), "MIXPREC_PLUGINS names it, but no installed distribution provides it")
+            )
+
+
+def _version() -> str | None:
+    try:
+        return metadata.version("mixprec")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+registry = Registry()
