@@ -39,7 +39,7 @@ class Site:
         submodule ``a.b`` is written as ``a/__init__.py`` and ``a/b.py``.
         """
         dist_info = self.root / f"{name.replace('-', '_')}-{version}.dist-info"
-        dist_info.mkdir()
+        dist_info.mkdir(parents=True)
         (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         lines = [f"[{group}]"] + [f"{ep} = {value}" for ep, value in (entry_points or {}).items()]
         (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mixprec._backend import ANY_DEVICE, Availability, Backend, Device, Request
+from mixprec._backend import ALIASES, ANY_DEVICE, Availability, Backend, Device, Request
 from mixprec._errors import (
     BackendNotFoundError,
     BackendUnavailableError,
@@ -23,7 +23,6 @@ from mixprec._errors import (
 from mixprec._hookspec import ENTRY_POINT_GROUP, hookimpl
 from mixprec._registry import registry as _registry
 from mixprec._resolver import (
-    ALIASES,
     AUTO_ORDER,
     Candidate,
     Explanation,

@@ -16,10 +16,13 @@ from typing import Any, Literal
 
 from mixprec._errors import DeviceError, PluginError
 
-__all__ = ["ANY_DEVICE", "Availability", "Backend", "Device", "Request", "Status"]
+__all__ = ["ALIASES", "ANY_DEVICE", "Availability", "Backend", "Device", "Request", "Status"]
 
 #: ``Backend.device_type`` of a backend that serves every device type (the core's "true" precisions).
 ANY_DEVICE = "*"
+#: Lightning's aliases, with Lightning's meaning. They and "auto" are not names a backend can offer.
+ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
+_RESERVED_PRECISIONS = frozenset({*ALIASES, "auto"})
 
 Status = Literal["available", "slow", "unavailable", "failed"]
 
@@ -27,7 +30,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_.-]*\Z")
 _DEVICE_TYPE = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _PRECISION = re.compile(r"[a-z0-9][a-z0-9_.-]*\Z")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-_DEVICE = re.compile(r"([a-z_][a-z0-9_]*)(?::(\d+))?\Z")
+_DEVICE = re.compile(r"([a-z_][a-z0-9_]*)(?::([0-9]+))?\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +134,11 @@ class Backend:
             problems.append(f"precisions {precisions!r} must be a non-empty tuple of precision strings")
         else:
             bad = [p for p in precisions if not isinstance(p, str) or not _PRECISION.match(p)]
+            reserved = sorted(_RESERVED_PRECISIONS.intersection(precisions))
             if bad:
                 problems.append(f"precisions {bad!r} are not valid precision strings")
+            elif reserved:
+                problems.append(f"precisions {reserved!r} are reserved for 'auto' and Lightning's aliases")
             elif len(set(precisions)) != len(precisions):
                 problems.append(f"precisions {precisions!r} lists one precision twice")
             object.__setattr__(self, "precisions", tuple(precisions))

@@ -8,7 +8,7 @@ the rest keep working. A plugin is taken whole or not at all.
 Name clashes are settled by one rule: plugins are taken in a fixed order (the core's built-in
 plugin, then entry points sorted by entry-point name and then by distribution name), and the first
 to claim a plugin name or a backend name keeps it. Every later claimant is a :class:`Failure`
-whose message names both distributions.
+whose message names both distributions; a plugin whose name is already claimed is never imported.
 
 The registry's contents are an immutable :class:`Snapshot`; registering a plugin swaps in a new
 snapshot with a higher ``generation``, which is what the resolver keys its caches on.
@@ -79,6 +79,8 @@ class Snapshot:
     #: plugins deliberately not loaded (MIXPREC_BLOCK, MIXPREC_PLUGINS), with the reason.
     skipped: tuple[tuple[Plugin, str], ...] = ()
     plugins: tuple[Plugin, ...] = ()
+    #: MIXPREC_STRICT as it was at discovery: a backend whose policy fails is then an error too.
+    strict: bool = False
     _index: dict[str, tuple[Registered, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     def for_device_type(self, device_type: str) -> tuple[Registered, ...]:
@@ -154,13 +156,14 @@ class _Loader:
                 )
         return described
 
-    def snapshot(self, generation: int, skipped: tuple[tuple[Plugin, str], ...] = ()) -> Snapshot:
+    def snapshot(self, generation: int, skipped: tuple[tuple[Plugin, str], ...], strict: bool) -> Snapshot:
         return Snapshot(
             generation=generation,
             backends=MappingProxyType(dict(self.backends)),
             failures=tuple(self.failures),
             skipped=skipped,
             plugins=tuple(self.plugins),
+            strict=strict,
         )
 
 
@@ -196,6 +199,8 @@ class Registry:
 
     def register(self, plugin: Any, name: str | None = None) -> str:
         """Register a plugin object in this process; return its name. All or nothing."""
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         base = self.snapshot()
         with self._lock:
             base = self._snapshot or base
@@ -206,7 +211,7 @@ class Registry:
             except PluginError as exc:
                 raise PluginError(f"Cannot register plugin {plugin_name!r}: {exc}") from None
             self._generation += 1
-            self._snapshot = loader.snapshot(self._generation, base.skipped)
+            self._snapshot = loader.snapshot(self._generation, base.skipped, base.strict)
         return plugin_name
 
     def reset(self) -> None:
@@ -235,7 +240,7 @@ class Registry:
         for failure in new:
             warnings.warn(str(failure), PrecisionWarning, stacklevel=4)
         self._generation += 1
-        return loader.snapshot(self._generation, tuple(skipped))
+        return loader.snapshot(self._generation, tuple(skipped), settings.strict)
 
     @staticmethod
     def _load_entry_points(loader: _Loader, settings: Settings, skipped: list[tuple[Plugin, str]]) -> None:
@@ -243,15 +248,16 @@ class Registry:
             metadata.entry_points(group=ENTRY_POINT_GROUP),
             key=lambda ep: (ep.name, _normalized(ep.dist.name if ep.dist else None), ep.value),
         )
-        seen: dict[str, Plugin] = {}
+        claimed = {p.name: p for p in loader.plugins}
         for ep in eps:
             plugin = _distribution(ep)
-            if ep.name in seen:
+            if ep.name in claimed:
                 loader.failures.append(
                     Failure(
                         plugin,
-                        f"the plugin name {ep.name!r} is also claimed by {seen[ep.name]}, which"
-                        " sorts first by distribution name and keeps it; uninstall one or set MIXPREC_BLOCK",
+                        f"the plugin name {ep.name!r} is also claimed by {claimed[ep.name]}, which comes first"
+                        " (the core's own plugin, then entry points by name and distribution) and keeps it;"
+                        " uninstall one of them",
                     )
                 )
                 continue
@@ -261,19 +267,17 @@ class Registry:
             if settings.allow is not None and ep.name not in settings.allow:
                 skipped.append((plugin, "not listed in MIXPREC_PLUGINS"))
                 continue
-            seen[ep.name] = plugin
+            claimed[ep.name] = plugin
             try:
                 obj = ep.load()
-            except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    raise
+            except Exception as exc:
                 loader.failures.append(Failure(plugin, f"importing {ep.value!r} raised {type(exc).__name__}: {exc}"))
                 continue
             try:
                 loader.add(obj, plugin)
             except PluginError as exc:
                 loader.failures.append(Failure(plugin, str(exc)))
-        for missing in sorted((settings.allow or frozenset()) - seen.keys() - settings.block):
+        for missing in sorted((settings.allow or frozenset()) - claimed.keys() - settings.block):
             loader.failures.append(
                 Failure(Plugin(missing), "MIXPREC_PLUGINS names it, but no installed distribution provides it")
             )

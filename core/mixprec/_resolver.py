@@ -11,12 +11,18 @@ dictionary look-ups before the object is built:
    first), then backend name (alphabetical). No candidate is ever passed over in silence: an
    explicitly chosen backend that cannot run here is an error, and ``explain`` shows every step.
 
-"auto" tries "bf16-mixed", then "16-mixed", then "32-true", and takes the first whose selected
-backend reports "available": a precision that is merely emulated ("slow") is never chosen.
+"auto" selects a backend for each of "bf16-mixed", "16-mixed" and "32-true" in turn and takes the
+first precision whose selected backend reports "available": a precision that is merely emulated
+("slow") is never chosen.
+
+A backend whose policy module fails (it does not import, lacks a function, or its
+``availability()`` raises) has the status "failed" and is skipped like an unavailable one; it is
+warned about once, or is an error under ``MIXPREC_STRICT``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import os
@@ -26,7 +32,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from mixprec._backend import ANY_DEVICE, Availability, Device, Request
+from mixprec._backend import ALIASES, ANY_DEVICE, Availability, Device, Request
 from mixprec._errors import (
     BackendNotFoundError,
     BackendUnavailableError,
@@ -42,7 +48,6 @@ if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
 
 __all__ = [
-    "ALIASES",
     "AUTO_ORDER",
     "KNOWN_DISTRIBUTIONS",
     "Candidate",
@@ -53,8 +58,6 @@ __all__ = [
     "get_precision",
 ]
 
-#: Lightning's aliases, with Lightning's meaning.
-ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
 #: The precisions every user may ask for, whether or not a backend for the device is installed.
 STANDARD_PRECISIONS = ("16-mixed", "bf16-mixed", "16-true", "bf16-true", "32-true", "64-true")
 #: What "auto" tries, fastest first; the first one that is available (not merely slow) wins.
@@ -65,6 +68,10 @@ KNOWN_DISTRIBUTIONS = {"cpu": "mixprec-cpu", "cuda": "mixprec-cuda", "mps": "mix
 TORCH_DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "xla", "hpu", "mtia", "meta", "privateuseone"})
 _ACCELERATOR_DEVICE_TYPES = {"tpu": "xla", "gpu": "cuda"}
 _TARGETS = ("fabric", "trainer")
+_INTEGER_PRECISIONS = (16, 32, 64)
+_POLICY_STATUSES = ("available", "slow", "unavailable")
+_POLICY_FUNCTIONS = ("availability", "create", "device_count")
+_RANKING = "the first usable candidate by status (available before slow), then priority (higher first), then name"
 
 
 @dataclass(frozen=True)
@@ -103,10 +110,11 @@ class Explanation:
             lines.append(
                 f" {mark} {c.precision:<11} {c.backend:<12} priority {c.priority:>5}  {c.status}{reason}{note}"
             )
+        lines.append(f"rule: {self.rule}")
         if self.error is not None:
             lines.append(f"no choice: {self.error}")
         else:
-            lines.append(f"chosen: {self.precision!r} from backend {self.backend!r} ({self.rule})")
+            lines.append(f"chosen: {self.precision!r} from backend {self.backend!r}")
         return "\n".join(lines)
 
 
@@ -127,11 +135,16 @@ class Record:
 
 @dataclass
 class _Caches:
+    """What resolution learned for one registry generation: policies, their answers, finished plans."""
+
     generation: int = -1
-    policies: dict[str, ModuleType | Exception] = field(default_factory=dict)
+    strict: bool = False
+    policies: dict[str, ModuleType | PluginError] = field(default_factory=dict)
     probes: dict[tuple[str, str, Device], Availability] = field(default_factory=dict)
     plans: dict[tuple[Any, ...], tuple[Registered, Request]] = field(default_factory=dict)
     best_device: Device | None = None
+    #: backends whose failed policy has been warned about.
+    reported: set[str] = field(default_factory=set)
 
 
 _caches = _Caches()
@@ -142,7 +155,7 @@ def _current() -> tuple[Snapshot, _Caches]:
     snap = registry.snapshot()
     caches = _caches
     if caches.generation != snap.generation:
-        caches = _Caches(generation=snap.generation)
+        caches = _Caches(generation=snap.generation, strict=snap.strict)
         _caches = caches
     return snap, caches
 
@@ -150,25 +163,40 @@ def _current() -> tuple[Snapshot, _Caches]:
 # --- normalising the inputs -------------------------------------------------------------------
 
 
+def _check_types(precision: object, backend: object, target: object, strategy: object) -> None:
+    """Refuse arguments of the wrong type before they are used, e.g. as cache keys."""
+    if isinstance(precision, bool) or not isinstance(precision, (str, int)):
+        raise TypeError(f"precision must be a str or an int such as 'bf16-mixed' or 32, not {type(precision).__name__}")
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend must be a str or None, not {type(backend).__name__}")
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a str, not {type(target).__name__}")
+    if strategy is not None and not isinstance(strategy, str):
+        raise TypeError(f"strategy must be a str such as 'fsdp' or None, not {type(strategy).__name__}")
+
+
 def _known_precisions(snap: Snapshot) -> set[str]:
     return {p for r in snap.backends.values() for p in r.backend.precisions}.union(STANDARD_PRECISIONS)
 
 
-def _precision(value: object, snap: Snapshot) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise TypeError(f"precision must be a str or an int such as 'bf16-mixed' or 32, not {type(value).__name__}")
-    text = str(value)
-    text = ALIASES.get(text, text)
+def _precision(value: str | int, snap: Snapshot) -> str:
+    """The canonical precision string for ``value``, "auto", or an UnknownPrecisionError."""
     known = _known_precisions(snap)
+    valid = (
+        f"Valid precisions: {', '.join(sorted(known))}, 'auto', and Lightning's aliases"
+        f" {', '.join(repr(a) for a in ALIASES)} (and 16, 32, 64)."
+    )
+    if isinstance(value, int):
+        if value in _INTEGER_PRECISIONS:
+            return ALIASES[str(value)]
+        shown = repr(value) if value.bit_length() <= 64 else f"(an integer of {value.bit_length()} bits)"
+        raise UnknownPrecisionError(f"Unknown precision {shown}: the integer precisions are 16, 32 and 64. {valid}")
+    text = ALIASES.get(value, value)
     if text == "auto" or text in known:
         return text
-    valid = sorted(known)
-    close = difflib.get_close_matches(text.lower(), [*valid, *ALIASES, "auto"], n=1)
+    close = difflib.get_close_matches(text.lower(), [*known, *ALIASES, "auto"], n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UnknownPrecisionError(
-        f"Unknown precision {value!r}.{hint} Valid precisions: {', '.join(valid)}, 'auto',"
-        f" and Lightning's aliases {', '.join(repr(a) for a in ALIASES)} (and 16, 32, 64)."
-    )
+    raise UnknownPrecisionError(f"Unknown precision {value!r}.{hint} {valid}")
 
 
 def _known_device_types(snap: Snapshot) -> set[str]:
@@ -210,6 +238,7 @@ def _device(value: object, snap: Snapshot) -> Device | None:
 
 def _accelerator_device_type(value: object) -> str | None:
     """The device type of a Lightning accelerator object, by the name it is registered under."""
+    # Only look where Lightning is already imported: whoever holds an accelerator object has imported it.
     for package in ("lightning.fabric", "lightning_fabric"):
         module = sys.modules.get(f"{package}.accelerators")
         if module is None or not isinstance(value, module.Accelerator):
@@ -234,20 +263,50 @@ def _accelerator_device_type(value: object) -> str | None:
 # --- asking backends ----------------------------------------------------------------------------
 
 
-def _policy(reg: Registered, caches: _Caches) -> ModuleType | Exception:
+def _policy_failed(reg: Registered, caches: _Caches, problem: str) -> Availability:
+    """Report a backend whose policy failed: an error under MIXPREC_STRICT, else a warning once."""
+    message = f"backend {reg.backend.name!r} of {reg.plugin} failed: {problem}"
+    if caches.strict:
+        raise PluginError(f"MIXPREC_STRICT is set and the {message}")
+    if reg.backend.name not in caches.reported:
+        caches.reported.add(reg.backend.name)
+        warnings.warn(f"The {message}; it is skipped.", PrecisionWarning, stacklevel=2)
+    return Availability("failed", problem)
+
+
+def _policy(reg: Registered, caches: _Caches) -> ModuleType | PluginError:
+    """The backend's policy module, imported at first use, or the error that it cannot be used."""
     name = reg.backend.name
     found = caches.policies.get(name)
     if found is None:
+        module_name = reg.backend.policy
         try:
-            module = importlib.import_module(reg.backend.policy)
-            missing = [f for f in ("availability", "create", "device_count") if not callable(getattr(module, f, None))]
-            found = (
-                PluginError(f"policy module {reg.backend.policy!r} lacks {', '.join(missing)}") if missing else module
-            )
+            module = importlib.import_module(module_name)
         except Exception as exc:
-            found = PluginError(f"policy module {reg.backend.policy!r} failed to import: {type(exc).__name__}: {exc}")
+            problem = f"its policy module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
+        else:
+            missing = [f for f in _POLICY_FUNCTIONS if not callable(getattr(module, f, None))]
+            problem = f"its policy module {module_name!r} lacks {', '.join(missing)}" if missing else ""
+        if problem:
+            _policy_failed(reg, caches, problem)
+            found = PluginError(f"Backend {name!r} ({reg.plugin}) cannot be used: {problem}.")
+        else:
+            found = module
         caches.policies[name] = found
     return found
+
+
+def _ask(policy: ModuleType, precision: str, device: Device) -> Availability | str:
+    """The policy's answer for ``precision`` on ``device``, or what is wrong with it."""
+    try:
+        answer = policy.availability(precision, device)
+    except Exception as exc:
+        return f"availability() raised {type(exc).__name__}: {exc}"
+    if not isinstance(answer, Availability):
+        return f"availability() returned {answer!r}, not a mixprec.Availability"
+    if answer.status not in _POLICY_STATUSES:
+        return f"availability() returned the status {answer.status!r}; a policy answers one of {_POLICY_STATUSES}"
+    return answer
 
 
 def _probe(reg: Registered, precision: str, device: Device, caches: _Caches) -> Availability:
@@ -255,28 +314,28 @@ def _probe(reg: Registered, precision: str, device: Device, caches: _Caches) -> 
     found = caches.probes.get(key)
     if found is None:
         policy = _policy(reg, caches)
-        if isinstance(policy, Exception):
+        if isinstance(policy, PluginError):
             found = Availability("failed", str(policy))
         else:
-            try:
-                found = policy.availability(precision, device)
-                if not isinstance(found, Availability):
-                    found = Availability("failed", f"availability() returned {found!r}, not a mixprec.Availability")
-            except Exception as exc:
-                found = Availability("failed", f"availability() raised {type(exc).__name__}: {exc}")
+            answer = _ask(policy, precision, device)
+            found = answer if isinstance(answer, Availability) else _policy_failed(reg, caches, answer)
         caches.probes[key] = found
     return found
 
 
 def _device_count(reg: Registered, caches: _Caches) -> int:
     policy = _policy(reg, caches)
-    if isinstance(policy, Exception):
+    if isinstance(policy, PluginError):
         return 0
     try:
         count = policy.device_count()
-    except Exception:
+    except Exception as exc:
+        _policy_failed(reg, caches, f"device_count() raised {type(exc).__name__}: {exc}")
         return 0
-    return count if isinstance(count, int) else 0
+    if not isinstance(count, int):
+        _policy_failed(reg, caches, f"device_count() returned {count!r}, not an int")
+        return 0
+    return count
 
 
 def _best_device(snap: Snapshot, caches: _Caches) -> Device:
@@ -296,6 +355,10 @@ def _candidates(snap: Snapshot, precision: str, device: Device) -> list[Register
     return [r for r in snap.for_device_type(device.type) if precision in r.backend.precisions]
 
 
+def _offers(snap: Snapshot, name: str, precision: str, device: Device) -> bool:
+    return any(r.backend.name == name for r in _candidates(snap, precision, device))
+
+
 def _order(reg: Registered, availability: Availability) -> tuple[int, int, str]:
     return (0 if availability.status == "available" else 1, -reg.backend.priority, reg.backend.name)
 
@@ -305,36 +368,40 @@ def _order(reg: Registered, availability: Availability) -> tuple[int, int, str]:
 
 @dataclass
 class _Choice:
+    """The outcome of selecting a backend for one precision on one device."""
+
     candidates: list[tuple[Registered, Availability]]
     chosen: Registered | None
     rule: str
     error: PrecisionError | None
+    #: "backend=" or "MIXPREC_BACKEND" when a name, not the ranking, decided.
+    source: str | None = None
+
+    @property
+    def status(self) -> str | None:
+        """The chosen backend's status; None when nothing was chosen."""
+        return next((a.status for r, a in self.candidates if r is self.chosen), None)
 
 
 def _select(snap: Snapshot, caches: _Caches, precision: str, device: Device, backend: str | None) -> _Choice:
     found = _candidates(snap, precision, device)
     probed = [(r, _probe(r, precision, device, caches)) for r in found]
     if not found:
-        return _Choice(probed, None, "", _not_found(snap, precision, device))
+        return _Choice(probed, None, _RANKING, _not_found(snap, precision, device))
     if backend is not None:
-        return _explicit(snap, probed, precision, device, backend, "backend=")
+        return _forced(snap, probed, precision, device, backend, "backend=")
     from_env = os.environ.get("MIXPREC_BACKEND", "").strip()
     if from_env and any(r.backend.name == from_env for r, _ in probed):
-        return _explicit(snap, probed, precision, device, from_env, "MIXPREC_BACKEND")
+        return _forced(snap, probed, precision, device, from_env, "MIXPREC_BACKEND")
     usable = sorted(((r, a) for r, a in probed if a.usable), key=lambda pair: _order(*pair))
     if not usable:
         reasons = "; ".join(f"backend {r.backend.name!r}: {a.reason or a.status}" for r, a in probed)
-        return _Choice(
-            probed,
-            None,
-            "",
-            BackendUnavailableError(f"{precision!r} cannot run on {device} here. {reasons}."),
-        )
-    rule = "the usable candidate first by status (available before slow), then priority, then name"
-    return _Choice(probed, usable[0][0], rule, None)
+        error = BackendUnavailableError(f"{precision!r} cannot run on {device} here. {reasons}.")
+        return _Choice(probed, None, _RANKING, error)
+    return _Choice(probed, usable[0][0], _RANKING, None)
 
 
-def _explicit(
+def _forced(
     snap: Snapshot,
     probed: list[tuple[Registered, Availability]],
     precision: str,
@@ -342,42 +409,34 @@ def _explicit(
     name: str,
     source: str,
 ) -> _Choice:
+    """The choice when ``source`` names backend ``name``: that backend, or an error saying why not."""
+    rule = f"{source} names {name!r}"
     for reg, availability in probed:
         if reg.backend.name == name:
             if availability.usable:
-                return _Choice(probed, reg, f"chosen by {source}", None)
-            return _Choice(
-                probed,
-                None,
-                "",
-                BackendUnavailableError(
-                    f"Backend {name!r} (chosen by {source}) cannot run {precision!r} on {device} here:"
-                    f" {availability.reason or availability.status}."
-                ),
+                return _Choice(probed, reg, rule, None, source)
+            unusable = BackendUnavailableError(
+                f"Backend {name!r} (chosen by {source}) cannot run {precision!r} on {device} here:"
+                f" {availability.reason or availability.status}."
             )
+            return _Choice(probed, None, rule, unusable, source)
     if name not in snap.backends:
-        close = difflib.get_close_matches(name, sorted(snap.backends), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        return _Choice(
-            probed,
-            None,
-            "",
-            BackendNotFoundError(
-                f"Unknown backend {name!r} (from {source}).{hint}"
-                f" Installed backends: {', '.join(sorted(snap.backends))}."
-            ),
-        )
+        return _Choice(probed, None, rule, _unknown_backend(snap, name, source), source)
     other = snap.backends[name].backend
     offered = ", ".join(r.backend.name for r, _ in probed)
-    return _Choice(
-        probed,
-        None,
-        "",
-        BackendNotFoundError(
-            f"Backend {name!r} (from {source}) serves device type {other.device_type!r} with"
-            f" {', '.join(other.precisions)}; it does not offer {precision!r} on {device}."
-            f" Backends that do: {offered}."
-        ),
+    error = BackendNotFoundError(
+        f"Backend {name!r} (from {source}) serves device type {other.device_type!r} with"
+        f" {', '.join(other.precisions)}; it does not offer {precision!r} on {device}."
+        f" Backends that do: {offered}."
+    )
+    return _Choice(probed, None, rule, error, source)
+
+
+def _unknown_backend(snap: Snapshot, name: str, source: str) -> BackendNotFoundError:
+    close = difflib.get_close_matches(name, sorted(snap.backends), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return BackendNotFoundError(
+        f"Unknown backend {name!r} (from {source}).{hint} Installed backends: {', '.join(sorted(snap.backends))}."
     )
 
 
@@ -410,53 +469,79 @@ def _not_found(snap: Snapshot, precision: str, device: Device) -> PrecisionError
     return BackendNotFoundError(f"No backend for device type {device.type!r} is installed: pip install {distribution}")
 
 
+@dataclass
+class _Auto:
+    """What "auto" did: a choice for each precision of AUTO_ORDER, and the one it took."""
+
+    steps: list[tuple[str, _Choice]]
+    taken: int | None
+    error: PrecisionError | None
+    rule: str
+
+
+def _auto(snap: Snapshot, caches: _Caches, device: Device, backend: str | None) -> _Auto:
+    """Take the first precision of AUTO_ORDER whose selected backend is available, else "32-true" if usable."""
+    if backend is not None and not any(_offers(snap, backend, p, device) for p in AUTO_ORDER):
+        if backend not in snap.backends:
+            error: PrecisionError = _unknown_backend(snap, backend, "backend=")
+        else:
+            error = BackendNotFoundError(
+                f"Backend {backend!r} offers none of the precisions 'auto' chooses from"
+                f" ({', '.join(AUTO_ORDER)}) on {device}: ask it for a precision it offers, or leave backend unset."
+            )
+        return _Auto([], None, error, "")
+    # backend= applies to the precisions that backend offers; the others are selected as usual.
+    steps = [
+        (p, _select(snap, caches, p, device, backend if backend and _offers(snap, backend, p, device) else None))
+        for p in AUTO_ORDER
+    ]
+    rule = f"auto takes the first of {', '.join(AUTO_ORDER)} whose selected backend is available here, not merely slow"
+    taken = next((i for i, (_, choice) in enumerate(steps) if choice.status == "available"), None)
+    if taken is None and steps[-1][1].chosen is not None:
+        taken = len(steps) - 1
+        rule = f"auto falls back to {AUTO_ORDER[-1]!r}: nothing is available here without being slow"
+    if taken is None:
+        return _Auto(steps, None, steps[-1][1].error, rule)
+    precision, choice = steps[taken]
+    return _Auto(steps, taken, None, f"{rule}; for {precision!r}: {choice.rule}")
+
+
 def _plan(
-    precision: object, device: object, backend: str | None, target: str, strategy: str | None
+    snap: Snapshot,
+    caches: _Caches,
+    precision: str | int,
+    device: object,
+    backend: str | None,
+    target: str,
+    strategy: str | None,
 ) -> tuple[Registered, Request]:
-    snap, caches = _current()
-    env = os.environ.get("MIXPREC_BACKEND")
-    key = (precision, device, backend, target, strategy, env) if isinstance(device, (str, type(None))) else None
-    if key is not None:
+    """The backend and the request for a call, cached when the device is given as a string or None."""
+    key = None
+    if device is None or type(device) is str:
+        # The type is part of the key: 16 and 16.0 are equal dict keys, and only one is a valid precision.
+        key = (type(precision), precision, device, backend, target, strategy, os.environ.get("MIXPREC_BACKEND"))
         plan = caches.plans.get(key)
         if plan is not None:
             return plan
-    if backend is not None and not isinstance(backend, str):
-        raise TypeError(f"backend must be a str, not {type(backend).__name__}")
     if target not in _TARGETS:
-        if not isinstance(target, str):
-            raise TypeError(f"target must be a str, not {type(target).__name__}")
         raise PrecisionError(f"Unknown target {target!r}: use 'fabric' (the default) or 'trainer'.")
-    if strategy is not None and not isinstance(strategy, str):
-        raise TypeError(f"strategy must be a str such as 'fsdp' or None, not {type(strategy).__name__}")
     name = _precision(precision, snap)
     dev = _device(device, snap) or _best_device(snap, caches)
     if name == "auto":
-        name, choice = _auto(snap, caches, dev, backend)
+        auto = _auto(snap, caches, dev, backend)
+        if auto.taken is None:
+            assert auto.error is not None
+            raise auto.error
+        name, choice = auto.steps[auto.taken]
     else:
         choice = _select(snap, caches, name, dev, backend)
-    if choice.error is not None:
-        raise choice.error
+        if choice.error is not None:
+            raise choice.error
     assert choice.chosen is not None
     plan = (choice.chosen, Request(name, dev, choice.chosen.backend.name, target, strategy))  # type: ignore[arg-type]
     if key is not None:
         caches.plans[key] = plan
     return plan
-
-
-def _auto(snap: Snapshot, caches: _Caches, device: Device, backend: str | None) -> tuple[str, _Choice]:
-    last: _Choice | None = None
-    for precision in AUTO_ORDER:
-        offered_by_backend = backend is not None and any(
-            r.backend.name == backend for r in _candidates(snap, precision, device)
-        )
-        choice = _select(snap, caches, precision, device, backend if offered_by_backend else None)
-        last = choice
-        if choice.chosen is not None:
-            status = next(a for r, a in choice.candidates if r is choice.chosen).status
-            if status == "available":
-                return precision, choice
-    assert last is not None
-    return AUTO_ORDER[-1], last
 
 
 # --- the public functions -----------------------------------------------------------------------
@@ -486,13 +571,15 @@ def get_precision(
 
     Raises:
         PrecisionError: for anything the caller can fix; the message says how.
+        TypeError: for an argument of the wrong type.
     """
-    reg, request = _plan(precision, device, backend, target, strategy)
+    _check_types(precision, backend, target, strategy)
+    snap, caches = _current()
+    reg, request = _plan(snap, caches, precision, device, backend, target, strategy)
     if options:
-        request = Request(request.precision, request.device, request.backend, request.target, request.strategy, options)
-    _, caches = _current()
+        request = dataclasses.replace(request, options=options)
     policy = _policy(reg, caches)
-    if isinstance(policy, Exception):
+    if isinstance(policy, PluginError):
         raise policy
     availability = _probe(reg, request.precision, request.device, caches)
     if availability.status == "slow":
@@ -522,37 +609,15 @@ def _check_created(obj: object, reg: Registered, request: Request) -> None:
 
 def explain(precision: str | int = "auto", device: Any = None, *, backend: str | None = None) -> Explanation:
     """Every candidate for ``precision`` on ``device``, what its policy said, and which one would be chosen."""
+    _check_types(precision, backend, "fabric", None)
     snap, caches = _current()
     name = _precision(precision, snap)
     dev = _device(device, snap) or _best_device(snap, caches)
     if name == "auto":
-        choices = []
-        chosen_name: str | None = None
-        for candidate_precision in AUTO_ORDER:
-            offered = backend is not None and any(
-                r.backend.name == backend for r in _candidates(snap, candidate_precision, dev)
-            )
-            choice = _select(snap, caches, candidate_precision, dev, backend if offered else None)
-            status = next(a for r, a in choice.candidates if r is choice.chosen).status if choice.chosen else None
-            picked = chosen_name is None and status == "available"
-            choices.append((candidate_precision, choice, picked))
-            if picked:
-                chosen_name = candidate_precision
-        candidates = tuple(
-            _candidate(r, a, p, dev, picked and r is choice.chosen, _auto_note(choice, r, a, picked))
-            for p, choice, picked in choices
-            for r, a in choice.candidates
-        )
-        final = next(((p, c) for p, c, picked in choices if picked), None)
-        if final is None:
-            return Explanation("'auto'", str(dev), None, None, candidates, "", str(choices[-1][1].error))
-        rule = f"auto: the first of {', '.join(AUTO_ORDER)} that is available here (not merely slow)"
-        assert final[1].chosen is not None
-        return Explanation("'auto'", str(dev), final[0], final[1].chosen.backend.name, candidates, rule)
+        return _explain_auto(_auto(snap, caches, dev, backend), dev)
     choice = _select(snap, caches, name, dev, backend)
     candidates = tuple(
-        _candidate(r, a, name, dev, r is choice.chosen, "" if r is choice.chosen else _passed_over(choice, a))
-        for r, a in choice.candidates
+        _candidate(r, a, name, dev, r is choice.chosen, _note(choice, r, a)) for r, a in choice.candidates
     )
     return Explanation(
         repr(name),
@@ -563,6 +628,36 @@ def explain(precision: str | int = "auto", device: Any = None, *, backend: str |
         choice.rule,
         None if choice.error is None else str(choice.error),
     )
+
+
+def _explain_auto(auto: _Auto, device: Device) -> Explanation:
+    candidates: list[Candidate] = []
+    for i, (precision, choice) in enumerate(auto.steps):
+        for reg, a in choice.candidates:
+            if auto.taken is not None and i > auto.taken:
+                note = f"not needed: auto took {auto.steps[auto.taken][0]!r}"
+            elif reg is choice.chosen and i != auto.taken:
+                note = "selected, but slower than fp32 here: auto passes it over"
+            else:
+                note = _note(choice, reg, a)
+            candidates.append(_candidate(reg, a, precision, device, i == auto.taken and reg is choice.chosen, note))
+    if auto.taken is None:
+        assert auto.error is not None
+        return Explanation("'auto'", str(device), None, None, tuple(candidates), auto.rule, str(auto.error))
+    precision, choice = auto.steps[auto.taken]
+    assert choice.chosen is not None
+    return Explanation("'auto'", str(device), precision, choice.chosen.backend.name, tuple(candidates), auto.rule)
+
+
+def _note(choice: _Choice, reg: Registered, a: Availability) -> str:
+    """Why a candidate was passed over (empty for the chosen one)."""
+    if reg is choice.chosen:
+        return ""
+    if not a.usable:
+        return "cannot run here"
+    if choice.source is not None:
+        return f"not the one {choice.source} names"
+    return f"outranked by {choice.chosen.backend.name!r}" if choice.chosen is not None else ""
 
 
 def _candidate(reg: Registered, a: Availability, precision: str, device: Device, chosen: bool, note: str) -> Candidate:
@@ -579,27 +674,13 @@ def _candidate(reg: Registered, a: Availability, precision: str, device: Device,
     )
 
 
-def _passed_over(choice: _Choice, a: Availability) -> str:
-    if not a.usable:
-        return "cannot run here"
-    return "outranked" if choice.chosen is not None else ""
-
-
-def _auto_note(choice: _Choice, reg: Registered, a: Availability, picked: bool) -> str:
-    if picked and reg is choice.chosen:
-        return "chosen by auto"
-    if reg is choice.chosen and a.status == "slow":
-        return "slower than fp32 here: auto passes it over"
-    return _passed_over(choice, a)
-
-
 def available(device: Any = None) -> list[Record]:
     """A record per backend x device type x precision with its status here, and one per failed plugin.
 
     With ``device``, only backends serving that device are asked, about that device.
     """
     snap, caches = _current()
-    dev = _device(device, snap) if device is not None else None
+    dev = _device(device, snap)
     records: list[Record] = []
     for reg in sorted(
         snap.backends.values(), key=lambda r: (r.backend.device_type, -r.backend.priority, r.backend.name)

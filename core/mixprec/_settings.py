@@ -14,7 +14,10 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 def env_flag(name: str) -> bool:
-    """Read a boolean variable strictly: 1/true/yes/on or 0/false/no/off (any case); else an error."""
+    """Read a boolean variable strictly: 1/true/yes/on or 0/false/no/off (any case); else an error.
+
+    Unset, empty and blank all mean false, so ``MIXPREC_STRICT=`` switches strict mode off.
+    """
     raw = os.environ.get(name, "")
     value = raw.strip().lower()
     if value in _TRUE:
@@ -27,7 +30,7 @@ def env_flag(name: str) -> bool:
 
 
 def env_list(name: str) -> frozenset[str] | None:
-    """Read a comma-separated list of plugin names; None when the variable is unset."""
+    """Read a comma-separated list of plugin names; None when the variable is unset (set but empty: no names)."""
     raw = os.environ.get(name)
     if raw is None:
         return None
@@ -36,6 +39,8 @@ def env_list(name: str) -> frozenset[str] | None:
 
 @dataclass(frozen=True)
 class Settings:
+    """How plugins are loaded, read from the environment when discovery runs."""
+
     strict: bool
     autoload: bool
     allow: frozenset[str] | None
