@@ -1,9 +1,16 @@
 """Device policy for CPUs: which low-precision dtypes this CPU computes natively.
 
-A CPU without native bf16 (AVX512-BF16 or AMX) emulates it, and mixed precision then runs several
-times slower than fp32: such a precision is reported "slow", so "auto" passes it over. fp16 is
-native only with AMX-FP16. :func:`decide` is a pure function of a :class:`CPUFeatures` probe; it
-is what the tests exercise for CPUs this machine is not.
+A CPU without native bfloat16 (AVX512-BF16, or AMX, whose tiles compute bfloat16) emulates it, and
+mixed precision then runs several times slower than fp32 (measured on an AVX2-only CPU: 4-25x).
+Such a precision is reported "slow": it works, ``get_precision`` warns, and "auto" passes it over.
+The same holds for float16, native only with AVX512-FP16 or AMX-FP16. Both run through
+``torch.autocast("cpu")``; "16-mixed" also gets ``torch.amp.GradScaler("cpu")``, which torch supports
+(Lightning's connector turns CPU "16-mixed" into bf16; mixprec does not).
+
+Only x86 features are recognised: on other CPUs both dtypes are reported "slow", the safe answer.
+
+:func:`decide` is a pure function of a :class:`CPUFeatures` probe; it is what the tests exercise
+for CPUs this machine is not. :func:`probe` asks torch once per process.
 """
 
 from __future__ import annotations
@@ -22,50 +29,67 @@ __all__ = ["CPUFeatures", "availability", "create", "decide", "device_count", "p
 
 @dataclass(frozen=True)
 class CPUFeatures:
-    """What the CPU computes natively, as torch reports it."""
+    """The CPU's low-precision features, as torch reports them."""
 
     avx512_bf16: bool
+    #: AMX tiles; every CPU with AMX computes bfloat16 on them (AMX-BF16).
     amx_tile: bool
+    avx512_fp16: bool
     amx_fp16: bool
 
     @property
-    def native_bf16(self) -> bool:
-        return self.avx512_bf16 or self.amx_tile
+    def native_bf16(self) -> tuple[str, ...]:
+        """The names of the features that compute bfloat16 natively; empty when it is emulated."""
+        return tuple(name for name, has in (("AVX512-BF16", self.avx512_bf16), ("AMX", self.amx_tile)) if has)
 
     @property
-    def native_fp16(self) -> bool:
-        return self.amx_fp16
+    def native_fp16(self) -> tuple[str, ...]:
+        """The names of the features that compute float16 natively; empty when it is emulated."""
+        return tuple(name for name, has in (("AVX512-FP16", self.avx512_fp16), ("AMX-FP16", self.amx_fp16)) if has)
 
 
 @functools.cache
 def probe() -> CPUFeatures:
+    import torch
     import torch.cpu
 
     def flag(name: str) -> bool:
+        # Every flag is private to torch and some are missing from older releases: absent means "no".
         check = getattr(torch.cpu, name, None)
         return bool(check()) if callable(check) else False
 
+    avx512 = flag("_is_avx512_supported")
+    try:
+        # oneDNN's float16 check: AVX512-FP16, or AVX-NE-CONVERT (conversions only) on CPUs without AVX512.
+        onednn_fp16 = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        onednn_fp16 = False
     return CPUFeatures(
         avx512_bf16=flag("_is_avx512_bf16_supported"),
         amx_tile=flag("_is_amx_tile_supported"),
+        avx512_fp16=avx512 and onednn_fp16,
         amx_fp16=flag("_is_amx_fp16_supported"),
     )
 
 
 def decide(precision: str, device: Device, features: CPUFeatures) -> Availability:
+    """The availability of ``precision`` on ``device``, given the CPU's ``features``."""
+    if precision not in ("bf16-mixed", "16-mixed"):
+        return Availability.unavailable(f"mixprec-cpu does not offer {precision!r}")
     if device.index not in (None, 0):
         return Availability.unavailable(f"there is one CPU device; {device} does not exist, use 'cpu'")
     if precision == "bf16-mixed":
         if features.native_bf16:
-            return Availability.available("the CPU computes bfloat16 natively (AVX512-BF16 or AMX)")
+            return Availability.available(f"the CPU computes bfloat16 natively ({', '.join(features.native_bf16)})")
         return Availability.slow(
-            "the CPU has neither AVX512-BF16 nor AMX, so bfloat16 is emulated and slower than fp32"
+            "the CPU has neither AVX512-BF16 nor AMX, so bfloat16 is emulated and slower than fp32; use '32-true'"
         )
-    if precision == "16-mixed":
-        if features.native_fp16:
-            return Availability.available("the CPU computes float16 natively (AMX-FP16)")
-        return Availability.slow("the CPU has no AMX-FP16, so float16 is emulated and far slower than fp32")
-    return Availability.unavailable(f"mixprec-cpu does not offer {precision!r}")
+    if features.native_fp16:
+        return Availability.available(f"the CPU computes float16 natively ({', '.join(features.native_fp16)})")
+    instead = "'bf16-mixed'" if features.native_bf16 else "'32-true'"
+    return Availability.slow(
+        f"the CPU has neither AVX512-FP16 nor AMX-FP16, so float16 is emulated and far slower than fp32; use {instead}"
+    )
 
 
 def availability(precision: str, device: Device) -> Availability:
