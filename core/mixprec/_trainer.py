@@ -1,30 +1,33 @@
 """The Trainer's counterparts of :mod:`mixprec.precision`, for ``target="trainer"``.
 
 ``lightning.pytorch.Trainer(plugins=[...])`` accepts only ``lightning.pytorch`` precision plugins,
-so these mirror the Fabric classes on the Trainer's base classes. Importing this module imports
-``lightning.pytorch``; nothing imports it unless a Trainer object is asked for.
+so these mirror the Fabric classes on the Trainer's base classes. They carry the names of the
+Lightning classes they extend on purpose: the Trainer files a precision plugin's state in a
+checkpoint under the class's ``__qualname__``, so with the same name a checkpoint moves between
+Lightning's own plugin and mixprec's in both directions without losing the GradScaler state.
+
+Importing this module imports ``lightning.pytorch``; nothing imports it unless a Trainer object is
+asked for.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch.plugins.precision import (
-    DoublePrecision,
-    FSDPPrecision,
-    HalfPrecision,
-    MixedPrecision,
-    Precision,
-)
+from lightning.pytorch.plugins import precision as lightning
 from typing_extensions import override
 
-from mixprec.precision import MIXED_DTYPES, load_scaler_state
+from mixprec.precision import MIXED_DTYPES, lightning_scaler_ignored, load_scaler_state
 
-__all__ = ["TrainerAutocastFSDPPrecision", "TrainerAutocastPrecision", "mixed_precision", "true_precision"]
+if TYPE_CHECKING:
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+__all__ = ["FSDPPrecision", "MixedPrecision", "mixed_precision", "true_precision"]
 
 
-class TrainerAutocastPrecision(MixedPrecision):
+class MixedPrecision(lightning.MixedPrecision):
     """Lightning Trainer's ``MixedPrecision`` on the resolved device, with safe state loading."""
 
     @override
@@ -32,19 +35,21 @@ class TrainerAutocastPrecision(MixedPrecision):
         load_scaler_state(self.scaler, state_dict, self.precision)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
+        return f"mixprec {type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
 
 
-class TrainerAutocastFSDPPrecision(FSDPPrecision):
-    """Lightning Trainer's ``FSDPPrecision`` with the autocast device taken from the request."""
+class FSDPPrecision(lightning.FSDPPrecision):
+    """Lightning Trainer's ``FSDPPrecision`` with the autocast device and the scaler taken from the request."""
 
-    def __init__(self, precision: Any, device: str, scaler: Any = None) -> None:
-        super().__init__(precision, scaler=scaler)
+    def __init__(self, precision: Any, device: str, scaler: ShardedGradScaler | None = None) -> None:
+        with lightning_scaler_ignored():
+            super().__init__(precision)
         self.device = device
+        self.scaler = scaler
 
     @override
-    def forward_context(self) -> Any:
-        if "mixed" in self.precision:
+    def forward_context(self) -> AbstractContextManager[Any]:
+        if self.precision in MIXED_DTYPES:
             return torch.autocast(self.device, dtype=MIXED_DTYPES[self.precision])
         return super().forward_context()
 
@@ -52,18 +57,25 @@ class TrainerAutocastFSDPPrecision(FSDPPrecision):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         load_scaler_state(self.scaler, state_dict, self.precision)
 
+    def __repr__(self) -> str:
+        return f"mixprec {type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
 
-def mixed_precision(precision: str, device: str, scaler: Any, strategy: str | None) -> Precision:
+
+def mixed_precision(
+    precision: str, device: str, scaler: torch.amp.GradScaler | None, strategy: str | None
+) -> lightning.Precision:
+    """The Trainer's autocast precision; ``strategy`` is "fsdp" or None, as :mod:`mixprec.precision` resolved it."""
     if strategy == "fsdp":
-        return TrainerAutocastFSDPPrecision(precision, device, scaler=scaler)
-    return TrainerAutocastPrecision(precision, device, scaler=scaler)  # type: ignore[arg-type]
+        return FSDPPrecision(precision, device, scaler=scaler)  # type: ignore[arg-type]
+    return MixedPrecision(precision, device, scaler=scaler)  # type: ignore[arg-type]
 
 
-def true_precision(precision: str, strategy: str | None) -> Precision:
+def true_precision(precision: str, strategy: str | None) -> lightning.Precision:
+    """The Trainer's precision without autocast or scaler: Lightning's own classes serve as they are."""
     if strategy == "fsdp":
-        return FSDPPrecision(precision)  # type: ignore[arg-type]
+        return lightning.FSDPPrecision(precision)  # type: ignore[arg-type]
     if precision == "32-true":
-        return Precision()
+        return lightning.Precision()
     if precision == "64-true":
-        return DoublePrecision()
-    return HalfPrecision(precision)  # type: ignore[arg-type]
+        return lightning.DoublePrecision()
+    return lightning.HalfPrecision(precision)  # type: ignore[arg-type]

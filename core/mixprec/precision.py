@@ -5,10 +5,12 @@ as it is; the subclasses here change only what Lightning gets wrong for mixprec'
 
 - the autocast device is the resolved device, never guessed (Lightning's ``FSDPPrecision``
   hard-codes "cuda");
-- the GradScaler is built for the resolved device with the options the user passed;
-- ``load_state_dict`` never drops scaler state silently: a state that does not fit is an error;
-- gradient clipping with an optimizer that unscales inside ``step()`` (fused or capturable) is a
-  clear error rather than a wrong norm.
+- the GradScaler is built for the resolved device with the options the user passed (Lightning's
+  ``FSDPPrecision`` drops a scaler passed to it and builds one for "cuda");
+- ``load_state_dict`` never drops scaler state silently: a state that does not fit is an error.
+
+Gradient clipping with an optimizer that unscales inside ``step()`` (fused or capturable) is left
+to Lightning, which refuses it in both Fabric and the Trainer.
 
 A backend's policy calls :func:`mixed_precision` or :func:`true_precision` from its ``create``.
 This module imports torch and ``lightning.fabric``; the Trainer's classes are imported only for
@@ -17,9 +19,12 @@ This module imports torch and ``lightning.fabric``; the Trainer's classes are im
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import Any
+import difflib
+import importlib
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.fabric.plugins.precision import (
@@ -29,57 +34,56 @@ from lightning.fabric.plugins.precision import (
     MixedPrecision,
     Precision,
 )
-from torch.optim import Optimizer
+from lightning.fabric.plugins.precision.utils import _convert_fp_tensor
+from lightning_utilities.core.apply_func import apply_to_collection
 from typing_extensions import override
 
 from mixprec._backend import Request
 from mixprec._errors import OptionError, PrecisionError, StateDictError
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 __all__ = [
     "AutocastFSDPPrecision",
     "AutocastPrecision",
     "MIXED_DTYPES",
     "SCALER_OPTIONS",
-    "STRATEGIES",
-    "check_unscalable",
+    "TRUE_PRECISIONS",
+    "lightning_scaler_ignored",
     "load_scaler_state",
     "make_scaler",
     "mixed_precision",
+    "served_strategies",
     "true_precision",
 ]
 
 #: The autocast dtype of each standard mixed precision.
 MIXED_DTYPES: Mapping[str, torch.dtype] = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+#: The precisions without autocast or scaler that :func:`true_precision` builds.
+TRUE_PRECISIONS = ("32-true", "64-true", "16-true", "bf16-true")
 #: Options ``get_precision`` passes to ``torch.amp.GradScaler`` for a precision with a scaler.
 SCALER_OPTIONS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval")
-#: Strategy names that need no precision class of their own, and those that do.
-PLAIN_STRATEGIES = frozenset({"auto", "single_device", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "dp"})
-STRATEGIES = (*sorted(PLAIN_STRATEGIES), "fsdp")
+#: What ``GradScaler.state_dict()`` holds for an enabled scaler (torch >= 2.0).
 _SCALER_KEYS = frozenset({"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"})
+#: Lightning's strategy classes that take an ordinary precision plugin (Fabric and Trainer alike).
+_PLAIN_STRATEGY_CLASSES = ("DDPStrategy", "DataParallelStrategy", "SingleDeviceStrategy")
 
 
 def make_scaler(request: Request) -> torch.amp.GradScaler:
-    """A GradScaler for the request's device type, configured from ``request.options``."""
+    """A GradScaler for the request's device type, configured from ``request.options``.
+
+    For FSDP it is a ``ShardedGradScaler``, which agrees across ranks on whether to skip a step.
+    """
     _check_options(request, SCALER_OPTIONS)
     try:
-        if request.strategy == "fsdp":
+        if _strategy(request) == "fsdp":
             from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
             return ShardedGradScaler(device=request.device.type, **request.options)
         return torch.amp.GradScaler(request.device.type, **request.options)
     except (TypeError, ValueError) as exc:
         raise OptionError(f"Invalid GradScaler options {dict(request.options)!r}: {exc}") from None
-
-
-def check_unscalable(optimizer: Optimizer) -> None:
-    """Refuse to unscale for an optimizer that unscales inside its own ``step()``."""
-    if getattr(optimizer, "_step_supports_amp_scaling", False):
-        raise PrecisionError(
-            f"{type(optimizer).__name__} unscales its gradients inside step() (a fused or capturable"
-            " optimizer), so the gradients cannot be unscaled for clipping first: clipping now would use"
-            " scaled gradients and be wrong. Create the optimizer without fused=True/capturable=True"
-            " to clip, or do not clip."
-        )
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler | None, state: Any, precision: str) -> None:
@@ -111,14 +115,50 @@ def load_scaler_state(scaler: torch.amp.GradScaler | None, state: Any, precision
     scaler.load_state_dict(dict(state))
 
 
+@contextmanager
+def lightning_scaler_ignored() -> Iterator[None]:
+    """Silence the warning of the "cuda" ShardedGradScaler that Lightning's ``FSDPPrecision.__init__``
+    builds for "16-mixed" on a machine without CUDA: mixprec replaces that scaler right after."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*GradScaler is enabled, but CUDA is not available")
+        yield
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _convert_floating(data: Any, dtype: torch.dtype) -> Any:
+    """``data`` with its floating tensors cast to ``dtype``: Lightning's ``apply_to_collection`` result.
+
+    A batch's plain containers (dict, list, tuple, namedtuple) are rebuilt here, at a fraction of
+    ``apply_to_collection``'s cost per element; anything else is handed to it, so results are the same.
+    """
+    if isinstance(data, torch.Tensor):
+        return data.to(dtype) if data.is_floating_point() else data
+    cls = data.__class__
+    if cls is dict:
+        return {key: _convert_floating(value, dtype) for key, value in data.items()}
+    if cls is list:
+        return [_convert_floating(item, dtype) for item in data]
+    if cls is tuple:
+        return tuple([_convert_floating(item, dtype) for item in data])
+    if cls in _ATOMS:
+        return data
+    if isinstance(data, tuple) and hasattr(data, "_asdict") and hasattr(data, "_fields"):
+        return cls(*[_convert_floating(item, dtype) for item in data])
+    return apply_to_collection(data, torch.Tensor, _convert_fp_tensor, dst_type=dtype)
+
+
 class AutocastPrecision(MixedPrecision):
     """Lightning Fabric's ``MixedPrecision`` on the device mixprec resolved, with safe state loading."""
 
     @override
-    def unscale_gradients(self, optimizer: Optimizer) -> None:
-        if self.scaler is not None:
-            check_unscalable(optimizer)
-            self.scaler.unscale_(optimizer)
+    def convert_input(self, data: Any) -> Any:
+        return _convert_floating(data, self._desired_input_dtype)
+
+    @override
+    def convert_output(self, data: Any) -> Any:
+        return _convert_floating(data, torch.get_default_dtype())
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -129,27 +169,26 @@ class AutocastPrecision(MixedPrecision):
 
 
 class AutocastFSDPPrecision(FSDPPrecision):
-    """Lightning Fabric's ``FSDPPrecision`` with the autocast device taken from the request."""
+    """Lightning Fabric's ``FSDPPrecision`` with the autocast device and the scaler taken from the request."""
 
-    def __init__(self, precision: Any, device: str, scaler: Any = None) -> None:
-        super().__init__(precision, scaler=scaler)
+    def __init__(self, precision: Any, device: str, scaler: ShardedGradScaler | None = None) -> None:
+        with lightning_scaler_ignored():
+            super().__init__(precision)
         self.device = device
+        self.scaler = scaler
 
     @override
     def forward_context(self) -> AbstractContextManager[Any]:
-        if "mixed" in self.precision:
+        if self.precision in MIXED_DTYPES:
             return torch.autocast(self.device, dtype=MIXED_DTYPES[self.precision])
         return super().forward_context()
 
     @override
-    def unscale_gradients(self, optimizer: Optimizer) -> None:
-        if self.scaler is not None:
-            check_unscalable(optimizer)
-            self.scaler.unscale_(optimizer)
-
-    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         load_scaler_state(self.scaler, state_dict, self.precision)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
 
 
 def mixed_precision(request: Request, *, scaler: bool) -> Precision:
@@ -159,34 +198,34 @@ def mixed_precision(request: Request, *, scaler: bool) -> Precision:
     """
     if request.precision not in MIXED_DTYPES:
         raise PrecisionError(f"mixed_precision() builds {sorted(MIXED_DTYPES)}, not {request.precision!r}.")
-    grad_scaler = make_scaler(request) if scaler else None
+    strategy = _strategy(request)
     if not scaler:
         _check_options(request, ())
-    strategy = _strategy(request)
+    grad_scaler = make_scaler(request) if scaler else None
     device = request.device.type
     if request.target == "trainer":
         from mixprec import _trainer
 
         return _trainer.mixed_precision(request.precision, device, grad_scaler, strategy)
     if strategy == "fsdp":
-        return AutocastFSDPPrecision(request.precision, device, scaler=grad_scaler)
+        return AutocastFSDPPrecision(request.precision, device, scaler=grad_scaler)  # type: ignore[arg-type]
     return AutocastPrecision(request.precision, device, scaler=grad_scaler)  # type: ignore[arg-type]
 
 
 def true_precision(request: Request) -> Precision:
     """Build the precision for "32-true", "64-true", "16-true" or "bf16-true": no autocast, no scaler."""
+    precision = request.precision
+    if precision not in TRUE_PRECISIONS:
+        raise PrecisionError(f"true_precision() builds {list(TRUE_PRECISIONS)}, not {precision!r}.")
     _check_options(request, ())
     strategy = _strategy(request)
-    precision = request.precision
-    if precision not in ("32-true", "64-true", "16-true", "bf16-true"):
-        raise PrecisionError(f"true_precision() does not build {precision!r}.")
+    if strategy == "fsdp" and precision == "64-true":
+        raise PrecisionError("FSDP does not train in '64-true'; use '32-true' or a mixed precision.")
     if request.target == "trainer":
         from mixprec import _trainer
 
         return _trainer.true_precision(precision, strategy)
     if strategy == "fsdp":
-        if precision == "64-true":
-            raise PrecisionError("FSDP does not train in '64-true'; use '32-true' or a mixed precision.")
         return FSDPPrecision(precision)  # type: ignore[arg-type]
     if precision == "32-true":
         return Precision()
@@ -195,15 +234,52 @@ def true_precision(request: Request) -> Precision:
     return HalfPrecision(precision)  # type: ignore[arg-type]
 
 
+def served_strategies(target: str) -> dict[str, str | None]:
+    """The strategy names Lightning registers for ``target`` that mixprec builds precisions for.
+
+    Each maps to the precision family it takes: "fsdp" for the FSDP strategies, None for those
+    that take an ordinary precision plugin (DDP and its variants, DP, a single device).
+    """
+    strategies, registered = _lightning_strategies(target)
+    plain = tuple(getattr(strategies, name) for name in _PLAIN_STRATEGY_CLASSES if hasattr(strategies, name))
+    served: dict[str, str | None] = {"auto": None}
+    for name, cls in registered.items():
+        if cls is strategies.FSDPStrategy:
+            served[name] = "fsdp"
+        elif cls in plain:
+            served[name] = None
+    return served
+
+
+def _lightning_strategies(target: str) -> tuple[Any, dict[str, type]]:
+    """Lightning's strategies package for ``target`` and its registry, as name -> strategy class."""
+    package = "lightning.pytorch" if target == "trainer" else "lightning.fabric"
+    strategies = importlib.import_module(f"{package}.strategies")
+    registry = strategies.StrategyRegistry if target == "trainer" else strategies.STRATEGY_REGISTRY
+    return strategies, {name: entry["strategy"] for name, entry in registry.items()}
+
+
 def _strategy(request: Request) -> str | None:
-    strategy = request.strategy
-    if strategy is None or strategy in PLAIN_STRATEGIES:
+    name = request.strategy
+    if name is None or name == "auto":
         return None
-    if strategy == "fsdp":
-        return strategy
+    served = served_strategies(request.target)
+    if name in served:
+        return served[name]
+    names = ", ".join(sorted(served))
+    cls = _lightning_strategies(request.target)[1].get(name)
+    if cls is not None:
+        raise PrecisionError(
+            f"mixprec builds no precision for strategy {name!r}: {cls.__name__} works only with Lightning's own"
+            " precision class for it, which configures precision through that library and has no autocast device"
+            f" for mixprec to choose. Pass the precision to Lightning instead (strategy={name!r},"
+            f" precision='bf16-mixed'), or use a strategy mixprec serves: {names}."
+        )
+    close = difflib.get_close_matches(name, sorted(served), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise PrecisionError(
-        f"Unknown strategy {strategy!r}: mixprec builds precisions for {list(STRATEGIES)};"
-        " leave strategy unset for any strategy that takes an ordinary precision plugin."
+        f"Unknown strategy {name!r}.{hint} mixprec builds precisions for the strategies {names}; leave"
+        " strategy unset for a strategy object that takes an ordinary precision plugin (such as ModelParallelStrategy)."
     )
 
 
