@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 import mixprec
 from mixprec._errors import PrecisionError
@@ -64,7 +65,8 @@ def _list(args: argparse.Namespace) -> int:
     if skipped:
         print("\nplugins not loaded:")
         for plugin, why in skipped:
-            print(f"  {plugin.name} ({plugin.distribution} {plugin.version}): {why}")
+            origin = f"{plugin.distribution} {plugin.version}" if plugin.distribution else "no distribution"
+            print(f"  {plugin.name} ({origin}): {why}")
     return 0
 
 
@@ -75,6 +77,27 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         print(explanation)
     return 0 if explanation.error is None else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    from mixprec.testing import Suite
+
+    report = Suite(args.backend, args.device, args.precision).run()
+    print(report.to_json() if args.json else report)
+    return 0 if report.ok else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mixprec import demo
+
+    return demo.run(args.device, args.steps, as_json=args.json)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from mixprec import bench
+
+    settings = bench.BenchSettings(args.device, args.rounds, args.dim, args.seq, args.batch, args.json, args.plot)
+    return bench.run(settings)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,6 +118,33 @@ def _parser() -> argparse.ArgumentParser:
     explaining.add_argument("--backend", default=None, help="force a backend by name")
     explaining.add_argument("--json", action="store_true", help="print JSON")
     explaining.set_defaults(run=_explain)
+
+    checking = commands.add_parser(
+        "check", help="run the conformance suite against a backend; exit 1 if a check fails (skips are not failures)"
+    )
+    checking.add_argument("backend", help="the backend's name, as `mixprec list` shows it")
+    checking.add_argument("--device", default=None, help="e.g. cuda:1 (default: the backend's device type)")
+    checking.add_argument("--precision", default=None, help="check only this precision (default: every one offered)")
+    checking.add_argument("--json", action="store_true", help="print JSON")
+    checking.set_defaults(run=_check)
+
+    demoing = commands.add_parser("demo", help="train a small model in every precision usable here, side by side")
+    demoing.add_argument("--device", default=None, help="e.g. cpu, cuda:1 (default: the best device present)")
+    demoing.add_argument("--steps", type=int, default=100, help="training steps per precision (default: %(default)s)")
+    demoing.add_argument("--json", action="store_true", help="print JSON instead of text")
+    demoing.set_defaults(run=_demo)
+
+    benching = commands.add_parser("bench", help="time a transformer block's training step in each precision here")
+    benching.add_argument("--device", default=None, help="e.g. cpu, cuda:1 (default: the best device present)")
+    benching.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
+    benching.add_argument("--dim", type=int, default=256, help="the block's width (default: %(default)s)")
+    benching.add_argument("--seq", type=int, default=128, help="sequence length (default: %(default)s)")
+    benching.add_argument("--batch", type=int, default=8, help="batch size (default: %(default)s)")
+    benching.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
+    benching.add_argument(
+        "--plot", type=Path, default=None, metavar="FILE", help="draw a PNG bar chart (needs mixprec[plot])"
+    )
+    benching.set_defaults(run=_bench)
     return parser
 
 
