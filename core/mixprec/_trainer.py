@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.plugins import precision as lightning
+from lightning.pytorch.utilities import GradClipAlgorithmType
+from torch.optim import Optimizer
 from typing_extensions import override
 
-from mixprec.precision import MIXED_DTYPES, lightning_scaler_ignored, load_scaler_state
+from mixprec.precision import (
+    MIXED_DTYPES,
+    lightning_scaler_ignored,
+    load_scaler_state,
+    refuse_unscaling_inside_step,
+)
 
 if TYPE_CHECKING:
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
@@ -29,6 +36,17 @@ __all__ = ["FSDPPrecision", "MixedPrecision", "mixed_precision", "true_precision
 
 class MixedPrecision(lightning.MixedPrecision):
     """Lightning Trainer's ``MixedPrecision`` on the resolved device, with safe state loading."""
+
+    @override
+    def clip_gradients(
+        self,
+        optimizer: Optimizer,
+        clip_val: int | float = 0.0,
+        gradient_clip_algorithm: GradClipAlgorithmType = GradClipAlgorithmType.NORM,
+    ) -> None:
+        if clip_val > 0 and self.scaler is not None:
+            refuse_unscaling_inside_step(optimizer)
+        super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -52,6 +70,17 @@ class FSDPPrecision(lightning.FSDPPrecision):
         if self.precision in MIXED_DTYPES:
             return torch.autocast(self.device, dtype=MIXED_DTYPES[self.precision])
         return super().forward_context()
+
+    @override
+    def clip_gradients(
+        self,
+        optimizer: Optimizer,
+        clip_val: int | float = 0.0,
+        gradient_clip_algorithm: GradClipAlgorithmType = GradClipAlgorithmType.NORM,
+    ) -> None:
+        if clip_val > 0 and self.scaler is not None:
+            refuse_unscaling_inside_step(optimizer)
+        super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -7,10 +7,10 @@ as it is; the subclasses here change only what Lightning gets wrong for mixprec'
   hard-codes "cuda");
 - the GradScaler is built for the resolved device with the options the user passed (Lightning's
   ``FSDPPrecision`` drops a scaler passed to it and builds one for "cuda");
-- ``load_state_dict`` never drops scaler state silently: a state that does not fit is an error.
-
-Gradient clipping with an optimizer that unscales inside ``step()`` (fused or capturable) is left
-to Lightning, which refuses it in both Fabric and the Trainer.
+- ``load_state_dict`` never drops scaler state silently: a state that does not fit is an error,
+  for the "true" precisions too (Lightning's ignore any state);
+- gradient clipping with an optimizer that unscales inside ``step()`` (fused or capturable) is a
+  :class:`~mixprec.PrecisionError` that says what to do (Lightning raises ``NotImplementedError``).
 
 A backend's policy calls :func:`mixed_precision` or :func:`true_precision` from its ``create``.
 This module imports torch and ``lightning.fabric``; the Trainer's classes are imported only for
@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from lightning.fabric.plugins.precision import (
 )
 from lightning.fabric.plugins.precision.utils import _convert_fp_tensor
 from lightning_utilities.core.apply_func import apply_to_collection
+from torch.optim import Optimizer
 from typing_extensions import override
 
 from mixprec._backend import Request
@@ -47,6 +49,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AutocastFSDPPrecision",
     "AutocastPrecision",
+    "DoubleTruePrecision",
+    "FSDPTruePrecision",
+    "FullPrecision",
+    "HalfTruePrecision",
     "MIXED_DTYPES",
     "SCALER_OPTIONS",
     "TRUE_PRECISIONS",
@@ -54,6 +60,7 @@ __all__ = [
     "load_scaler_state",
     "make_scaler",
     "mixed_precision",
+    "refuse_unscaling_inside_step",
     "served_strategies",
     "true_precision",
 ]
@@ -76,6 +83,7 @@ def make_scaler(request: Request) -> torch.amp.GradScaler:
     For FSDP it is a ``ShardedGradScaler``, which agrees across ranks on whether to skip a step.
     """
     _check_options(request, SCALER_OPTIONS)
+    _check_scaler_values(request.options)
     try:
         if _strategy(request) == "fsdp":
             from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
@@ -84,6 +92,40 @@ def make_scaler(request: Request) -> torch.amp.GradScaler:
         return torch.amp.GradScaler(request.device.type, **request.options)
     except (TypeError, ValueError) as exc:
         raise OptionError(f"Invalid GradScaler options {dict(request.options)!r}: {exc}") from None
+
+
+#: Each GradScaler option's valid values, as a test and the words for an error message. torch only
+#: asserts some of these (and not at all under ``python -O``), and accepts nonsense for the others.
+_SCALER_VALUES: Mapping[str, tuple[Callable[[Any], bool], str]] = {
+    "init_scale": (lambda v: _is_number(v) and 0 < v < math.inf, "a positive finite number"),
+    "growth_factor": (lambda v: _is_number(v) and 1 < v < math.inf, "a finite number greater than 1"),
+    "backoff_factor": (lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "growth_interval": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive int"),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_scaler_values(options: Mapping[str, Any]) -> None:
+    bad = [
+        f"{name}={value!r} (must be {_SCALER_VALUES[name][1]})"
+        for name, value in options.items()
+        if not _SCALER_VALUES[name][0](value)
+    ]
+    if bad:
+        raise OptionError(f"Invalid GradScaler option(s): {', '.join(bad)}.")
+
+
+def refuse_unscaling_inside_step(optimizer: Any) -> None:
+    """Raise if ``optimizer`` unscales inside its own ``step()``, so its gradients cannot be unscaled first."""
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        raise PrecisionError(
+            f"{type(optimizer).__name__} unscales its gradients inside step() (fused=True or capturable=True),"
+            " so they cannot be unscaled for clipping first, and clipping the scaled gradients would be wrong."
+            " Create the optimizer without fused/capturable to clip gradients, or do not clip."
+        )
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler | None, state: Any, precision: str) -> None:
@@ -153,6 +195,12 @@ class AutocastPrecision(MixedPrecision):
     """Lightning Fabric's ``MixedPrecision`` on the device mixprec resolved, with safe state loading."""
 
     @override
+    def unscale_gradients(self, optimizer: Optimizer) -> None:
+        if self.scaler is not None:
+            refuse_unscaling_inside_step(optimizer)
+        super().unscale_gradients(optimizer)
+
+    @override
     def convert_input(self, data: Any) -> Any:
         return _convert_floating(data, self._desired_input_dtype)
 
@@ -184,11 +232,42 @@ class AutocastFSDPPrecision(FSDPPrecision):
         return super().forward_context()
 
     @override
+    def unscale_gradients(self, optimizer: Optimizer) -> None:
+        if self.scaler is not None:
+            refuse_unscaling_inside_step(optimizer)
+        super().unscale_gradients(optimizer)
+
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         load_scaler_state(self.scaler, state_dict, self.precision)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
+
+
+class _RefusesScalerState:
+    """For precisions without a scaler: a GradScaler state handed to ``load_state_dict`` is an error."""
+
+    precision: Any
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        load_scaler_state(None, state_dict, self.precision)
+
+
+class FullPrecision(_RefusesScalerState, Precision):
+    """Lightning's "32-true" ``Precision``, refusing scaler state instead of ignoring it."""
+
+
+class DoubleTruePrecision(_RefusesScalerState, DoublePrecision):
+    """Lightning's ``DoublePrecision`` ("64-true"), refusing scaler state instead of ignoring it."""
+
+
+class HalfTruePrecision(_RefusesScalerState, HalfPrecision):
+    """Lightning's ``HalfPrecision`` ("16-true", "bf16-true"), refusing scaler state instead of ignoring it."""
+
+
+class FSDPTruePrecision(_RefusesScalerState, FSDPPrecision):
+    """Lightning's ``FSDPPrecision`` for the "true" precisions, refusing scaler state instead of ignoring it."""
 
 
 def mixed_precision(request: Request, *, scaler: bool) -> Precision:
@@ -226,12 +305,12 @@ def true_precision(request: Request) -> Precision:
 
         return _trainer.true_precision(precision, strategy)
     if strategy == "fsdp":
-        return FSDPPrecision(precision)  # type: ignore[arg-type]
+        return FSDPTruePrecision(precision)  # type: ignore[arg-type]
     if precision == "32-true":
-        return Precision()
+        return FullPrecision()
     if precision == "64-true":
-        return DoublePrecision()
-    return HalfPrecision(precision)  # type: ignore[arg-type]
+        return DoubleTruePrecision()
+    return HalfTruePrecision(precision)  # type: ignore[arg-type]
 
 
 def served_strategies(target: str) -> dict[str, str | None]:

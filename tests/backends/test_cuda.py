@@ -28,7 +28,6 @@ NO_CUDA_WARNING = r"ignore:.*CUDA is not available.*:UserWarning"
 cpu_build_only = pytest.mark.skipif(torch.version.cuda is not None, reason="torch here is built with CUDA")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 #: Clipping before the step of an optimizer that unscales inside step() is refused with one of these.
-REFUSED_CLIPPING = (PrecisionError, NotImplementedError)
 
 
 def gpus(*capabilities: tuple[int, int], current: int = 0) -> CUDAProbe:
@@ -277,7 +276,7 @@ def test_create_bf16_mixed_takes_no_scaler_options() -> None:
 def test_clipping_before_a_fused_optimizer_step_is_a_clear_error() -> None:
     precision = policy.create(request("16-mixed"))
     fused = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), fused=True)
-    with pytest.raises(REFUSED_CLIPPING, match=r"(?i)clipping"):
+    with pytest.raises(PrecisionError, match="unscales its gradients inside step"):
         precision.unscale_gradients(fused)
 
 
@@ -318,7 +317,7 @@ def test_a_fused_optimizer_steps_through_the_cuda_scaler_and_refuses_clipping() 
     with fabric.autocast():
         loss = model(torch.randn(8, 16, device=fabric.device)).float().pow(2).mean()
     fabric.backward(loss)
-    with pytest.raises(REFUSED_CLIPPING, match=r"(?i)clipping"):
+    with pytest.raises(PrecisionError, match="unscales its gradients inside step"):
         fabric.clip_gradients(model, optimizer, max_norm=1.0)
     optimizer.step()
     assert not torch.equal(model.weight, before)

@@ -123,5 +123,5 @@ def test_fabric_refuses_to_clip_for_an_optimizer_that_unscales_inside_its_step()
     inputs, targets = regression_data()
     fabric.backward(nn.functional.mse_loss(model(inputs), targets))
 
-    with pytest.raises(NotImplementedError, match="optimizers handling the unscaling"):
+    with pytest.raises(mixprec.PrecisionError, match="unscales its gradients inside step"):
         fabric.clip_gradients(model, optimizer, max_norm=1.0)

@@ -31,10 +31,11 @@ DEFAULT_SCALER_STATE = torch.amp.GradScaler("cpu").state_dict()
 class Regression(LightningModule):
     """The shared regression network; the batch at ``overflow_batch`` gets an inf input, to overflow fp16."""
 
-    def __init__(self, lr: float = 0.05, overflow_batch: int | None = None) -> None:
+    def __init__(self, lr: float = 0.05, overflow_batch: int | None = None, fused: bool = False) -> None:
         super().__init__()
         self.net = make_model()
         self.lr = lr
+        self.fused = fused
         self.overflow_batch = overflow_batch
         self.output_dtypes: list[torch.dtype] = []
 
@@ -48,7 +49,7 @@ class Regression(LightningModule):
         return nn.functional.mse_loss(outputs.float(), targets)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.lr)
+        return torch.optim.SGD(self.parameters(), lr=self.lr, fused=self.fused)
 
     def train_dataloader(self) -> DataLoader[tuple[Tensor, ...]]:
         return DataLoader(TensorDataset(*regression_data()), batch_size=8)
@@ -112,6 +113,13 @@ def test_a_lightning_module_trains_in_mixed_precision_on_cpu(precision: str) -> 
     assert set(model.output_dtypes) == {AUTOCAST_DTYPES[precision]}
     assert len(model.output_dtypes) == 4
     assert not torch.equal(flat_weights(model), recorder.start_weights)
+
+
+def test_trainer_refuses_to_clip_for_an_optimizer_that_unscales_inside_its_step() -> None:
+    plugin = mixprec.get_precision("16-mixed", "cpu", target="trainer", init_scale=256.0)
+
+    with pytest.raises(mixprec.PrecisionError, match="unscales its gradients inside step"):
+        cpu_trainer(plugin, max_steps=1, gradient_clip_val=1.0).fit(Regression(fused=True))
 
 
 def test_trainer_clips_the_unscaled_gradients_in_16_mixed() -> None:

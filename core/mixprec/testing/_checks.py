@@ -797,7 +797,7 @@ def state_dict_torch_save(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check(applies=_autocast)
+@_check()
 def incompatible_state_dict(subject: Subject, contract: Contract) -> None:
     """load_state_dict() of a state that does not fit raises mixprec.StateDictError and changes nothing."""
     if contract.scaler:
