@@ -30,10 +30,28 @@ GRANITE_RAPIDS = CPUFeatures(avx512_bf16=True, amx_tile=True, avx512_fp16=True, 
 # --- decide: every branch ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("precision", "features", "status"),
+    [
+        ("bf16-true", COOPER_LAKE, "available"),
+        ("bf16-true", AVX2_ONLY, "slow"),
+        ("16-true", SAPPHIRE_RAPIDS, "available"),
+        ("16-true", COOPER_LAKE, "slow"),
+    ],
+)
+def test_a_true_half_precision_has_the_status_of_its_dtype(precision: str, features: CPUFeatures, status: str) -> None:
+    assert decide(precision, CPU, features).status == status
+
+
+def test_slow_fp16_suggests_bf16_of_the_same_kind_where_bf16_is_native() -> None:
+    assert "use 'bf16-true'" in decide("16-true", CPU, COOPER_LAKE).reason
+    assert "use 'bf16-mixed'" in decide("16-mixed", CPU, COOPER_LAKE).reason
+
+
 def test_a_precision_the_backend_does_not_offer_is_unavailable() -> None:
-    found = decide("bf16-true", CPU, COOPER_LAKE)
+    found = decide("64-true", CPU, COOPER_LAKE)
     assert found.status == "unavailable"
-    assert "does not offer 'bf16-true'" in found.reason
+    assert "does not offer '64-true'" in found.reason
 
 
 def test_a_cpu_index_other_than_0_does_not_exist() -> None:

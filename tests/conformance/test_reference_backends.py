@@ -11,7 +11,7 @@ from mixprec.testing import ConformanceTests, run
 def test_the_cpu_backend_passes_every_check_of_every_precision_it_offers() -> None:
     report = run("cpu")
     assert [r for r in report.results if r.outcome != "passed"] == [], str(report)
-    assert {r.precision for r in report.results} == {"bf16-mixed", "16-mixed"}
+    assert {r.precision for r in report.results} == {"bf16-mixed", "16-mixed", "bf16-true", "16-true"}
 
 
 class TestCoreConformance(ConformanceTests):

@@ -3,7 +3,9 @@
 A CPU without native bfloat16 (AVX512-BF16, or AMX, whose tiles compute bfloat16) emulates it, and
 mixed precision then runs several times slower than fp32 (measured on an AVX2-only CPU: 4-25x).
 Such a precision is reported "slow": it works, ``get_precision`` warns, and "auto" passes it over.
-The same holds for float16, native only with AVX512-FP16 or AMX-FP16. Both run through
+The same holds for float16, native only with AVX512-FP16 or AMX-FP16, and for the "true" half
+precisions, which compute in the same dtypes: mixprec-cpu offers "bf16-true" and "16-true" too, above
+the core's priority, so that their status on a CPU says whether the CPU computes them. The mixed ones run through
 ``torch.autocast("cpu")``; "16-mixed" also gets ``torch.amp.GradScaler("cpu")``, which torch supports
 (Lightning's connector turns CPU "16-mixed" into bf16; mixprec does not).
 
@@ -24,7 +26,7 @@ from mixprec import Availability, Device, Request
 if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
 
-__all__ = ["CPUFeatures", "availability", "create", "decide", "device_count", "probe"]
+__all__ = ["DTYPES", "CPUFeatures", "availability", "create", "decide", "device_count", "probe"]
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,18 @@ def probe() -> CPUFeatures:
     )
 
 
+#: The low dtype each offered precision computes in: "bfloat16" or "float16".
+DTYPES = {"bf16-mixed": "bfloat16", "bf16-true": "bfloat16", "16-mixed": "float16", "16-true": "float16"}
+
+
 def decide(precision: str, device: Device, features: CPUFeatures) -> Availability:
     """The availability of ``precision`` on ``device``, given the CPU's ``features``."""
-    if precision not in ("bf16-mixed", "16-mixed"):
+    dtype = DTYPES.get(precision)
+    if dtype is None:
         return Availability.unavailable(f"mixprec-cpu does not offer {precision!r}")
     if device.index not in (None, 0):
         return Availability.unavailable(f"there is one CPU device; {device} does not exist, use 'cpu'")
-    if precision == "bf16-mixed":
+    if dtype == "bfloat16":
         if features.native_bf16:
             return Availability.available(f"the CPU computes bfloat16 natively ({', '.join(features.native_bf16)})")
         return Availability.slow(
@@ -86,7 +93,8 @@ def decide(precision: str, device: Device, features: CPUFeatures) -> Availabilit
         )
     if features.native_fp16:
         return Availability.available(f"the CPU computes float16 natively ({', '.join(features.native_fp16)})")
-    instead = "'bf16-mixed'" if features.native_bf16 else "'32-true'"
+    kind = precision.rsplit("-", 1)[1]
+    instead = f"'bf16-{kind}'" if features.native_bf16 else "'32-true'"
     return Availability.slow(
         f"the CPU has neither AVX512-FP16 nor AMX-FP16, so float16 is emulated and far slower than fp32; use {instead}"
     )
@@ -101,7 +109,9 @@ def device_count() -> int:
 
 
 def create(request: Request) -> Precision:
-    from mixprec.precision import mixed_precision
+    from mixprec.precision import mixed_precision, true_precision
 
+    if request.precision.endswith("-true"):
+        return true_precision(request)
     # fp16 needs loss scaling on every device; Lightning's connector turns CPU fp16 into bf16, we do not.
     return mixed_precision(request, scaler=request.precision == "16-mixed")
