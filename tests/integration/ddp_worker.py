@@ -60,6 +60,10 @@ def train(fabric: Fabric, outdir: str) -> None:
         "after_overflow_state": fabric.strategy.precision.state_dict(),
     }
     torch.save(result, Path(outdir) / f"rank{rank}.pt")
+    # Leave together and tear gloo down before the interpreter exits: a rank that exits while the
+    # other's gloo threads still talk to it aborts ("terminate called without an active exception").
+    fabric.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def main(strategy: str, outdir: str) -> None:
