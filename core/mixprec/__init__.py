@@ -6,7 +6,8 @@ is first built.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from mixprec._backend import ALIASES, ANY_DEVICE, Availability, Backend, Device, Request
 from mixprec._errors import (
@@ -21,16 +22,24 @@ from mixprec._errors import (
     UnknownPrecisionError,
 )
 from mixprec._hookspec import ENTRY_POINT_GROUP, hookimpl
-from mixprec._registry import registry as _registry
-from mixprec._resolver import (
-    AUTO_ORDER,
-    Candidate,
-    Explanation,
-    Record,
-    available,
-    explain,
-    get_precision,
-)
+
+if TYPE_CHECKING:
+    from mixprec._resolver import (
+        AUTO_ORDER,
+        Candidate,
+        Explanation,
+        Record,
+        available,
+        explain,
+        get_precision,
+    )
+
+# The resolver and the registry (and with it importlib.metadata) load at first use, so that
+# ``import mixprec`` in a plugin or a CLI costs little more than importing pluggy.
+_LAZY = {
+    name: "mixprec._resolver"
+    for name in ("AUTO_ORDER", "Candidate", "Explanation", "Record", "available", "explain", "get_precision")
+}
 
 __version__ = "0.1.0"
 
@@ -71,4 +80,15 @@ def register(plugin: Any, name: str | None = None) -> str:
     It is taken whole or not at all: a malformed description or a name that is already taken raises
     :class:`PluginError` and changes nothing. Returns the plugin's name.
     """
-    return _registry.register(plugin, name)
+    from mixprec._registry import registry
+
+    return registry.register(plugin, name)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mixprec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

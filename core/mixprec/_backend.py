@@ -33,7 +33,7 @@ _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _DEVICE = re.compile(r"([a-z_][a-z0-9_]*)(?::([0-9]+))?\Z")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Device:
     """A device type and an optional index (None: the current device of that type)."""
 
@@ -59,7 +59,7 @@ class Device:
         return cls(match.group(1), None if index is None else int(index))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Availability:
     """What a backend's policy says of one precision on one device: a status and why."""
 
@@ -85,7 +85,7 @@ class Availability:
         return self.status in ("available", "slow")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Request:
     """Everything a policy's ``create`` needs to build one precision object."""
 

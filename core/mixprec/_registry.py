@@ -19,10 +19,8 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from importlib import metadata
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
@@ -31,13 +29,15 @@ from mixprec._errors import PluginError, PrecisionWarning
 from mixprec._hookspec import ENTRY_POINT_GROUP, PROJECT_NAME, BackendSpec
 from mixprec._settings import Settings
 
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
 __all__ = ["Failure", "Plugin", "Registered", "Registry", "Snapshot", "registry"]
 
 BUILTIN_PLUGIN = "core"
 
 
-@dataclass(frozen=True)
-class Plugin:
+class Plugin(NamedTuple):
     """Where a plugin came from: its name and, for an installed one, its distribution."""
 
     name: str
@@ -50,16 +50,14 @@ class Plugin:
         return f"plugin {self.name!r} from distribution {self.distribution} {self.version}"
 
 
-@dataclass(frozen=True)
-class Registered:
+class Registered(NamedTuple):
     """A backend together with the plugin that provided it."""
 
     backend: Backend
     plugin: Plugin
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     """A plugin that was skipped, and why."""
 
     plugin: Plugin
@@ -69,19 +67,33 @@ class Failure:
         return f"{self.plugin} was skipped: {self.error}"
 
 
-@dataclass(frozen=True)
 class Snapshot:
-    """The registry's contents at one moment; never mutated."""
+    """The registry's contents at one moment; never mutated but for a cache of look-ups by device type.
 
-    generation: int
-    backends: Mapping[str, Registered]
-    failures: tuple[Failure, ...] = ()
-    #: plugins deliberately not loaded (MIXPREC_BLOCK, MIXPREC_PLUGINS), with the reason.
-    skipped: tuple[tuple[Plugin, str], ...] = ()
-    plugins: tuple[Plugin, ...] = ()
-    #: MIXPREC_STRICT as it was at discovery: a backend whose policy fails is then an error too.
-    strict: bool = False
-    _index: dict[str, tuple[Registered, ...]] = field(default_factory=dict, repr=False, compare=False)
+    Internal records here are NamedTuples and plain classes rather than dataclasses: they are built at
+    import and on the first ``get_precision``, where a dataclass's class creation is a measurable cost.
+    """
+
+    __slots__ = ("_index", "backends", "failures", "generation", "plugins", "skipped", "strict")
+
+    def __init__(
+        self,
+        generation: int,
+        backends: Mapping[str, Registered],
+        failures: tuple[Failure, ...] = (),
+        skipped: tuple[tuple[Plugin, str], ...] = (),
+        plugins: tuple[Plugin, ...] = (),
+        strict: bool = False,
+    ) -> None:
+        self.generation = generation
+        self.backends = backends
+        self.failures = failures
+        #: plugins deliberately not loaded (MIXPREC_BLOCK, MIXPREC_PLUGINS), with the reason.
+        self.skipped = skipped
+        self.plugins = plugins
+        #: MIXPREC_STRICT as it was at discovery: a backend whose policy fails is then an error too.
+        self.strict = strict
+        self._index: dict[str, tuple[Registered, ...]] = {}
 
     def for_device_type(self, device_type: str) -> tuple[Registered, ...]:
         """Backends serving ``device_type``, including those serving every device type."""
@@ -167,7 +179,14 @@ class _Loader:
         )
 
 
-def _distribution(ep: metadata.EntryPoint) -> Plugin:
+def _entry_points() -> list[EntryPoint]:
+    # importlib.metadata costs more to import than pluggy: only discovery needs it.
+    from importlib import metadata
+
+    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _distribution(ep: EntryPoint) -> Plugin:
     dist = ep.dist
     if dist is None:
         return Plugin(ep.name)
@@ -230,10 +249,7 @@ class Registry:
         if settings.autoload:
             self._load_entry_points(loader, settings, skipped)
         else:
-            skipped.extend(
-                (_distribution(ep), "MIXPREC_DISABLE_PLUGIN_AUTOLOAD is set")
-                for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
-            )
+            skipped.extend((_distribution(ep), "MIXPREC_DISABLE_PLUGIN_AUTOLOAD is set") for ep in _entry_points())
         new = loader.failures
         if settings.strict and new:
             raise PluginError("MIXPREC_STRICT is set and plugins failed:\n" + "\n".join(f"  - {f}" for f in new))
@@ -245,7 +261,7 @@ class Registry:
     @staticmethod
     def _load_entry_points(loader: _Loader, settings: Settings, skipped: list[tuple[Plugin, str]]) -> None:
         eps = sorted(
-            metadata.entry_points(group=ENTRY_POINT_GROUP),
+            _entry_points(),
             key=lambda ep: (ep.name, _normalized(ep.dist.name if ep.dist else None), ep.value),
         )
         claimed = {p.name: p for p in loader.plugins}
@@ -284,6 +300,8 @@ class Registry:
 
 
 def _version() -> str | None:
+    from importlib import metadata
+
     try:
         return metadata.version("mixprec")
     except metadata.PackageNotFoundError:

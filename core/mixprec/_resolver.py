@@ -28,9 +28,9 @@ import importlib
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mixprec._backend import ALIASES, ANY_DEVICE, Availability, Device, Request
 from mixprec._errors import (
@@ -133,18 +133,20 @@ class Record:
     plugin: str
 
 
-@dataclass
 class _Caches:
     """What resolution learned for one registry generation: policies, their answers, finished plans."""
 
-    generation: int = -1
-    strict: bool = False
-    policies: dict[str, ModuleType | PluginError] = field(default_factory=dict)
-    probes: dict[tuple[str, str, Device], Availability] = field(default_factory=dict)
-    plans: dict[tuple[Any, ...], tuple[Registered, Request]] = field(default_factory=dict)
-    best_device: Device | None = None
-    #: backends whose failed policy has been warned about.
-    reported: set[str] = field(default_factory=set)
+    __slots__ = ("best_device", "generation", "plans", "policies", "probes", "reported", "strict")
+
+    def __init__(self, generation: int = -1, strict: bool = False) -> None:
+        self.generation = generation
+        self.strict = strict
+        self.policies: dict[str, ModuleType | PluginError] = {}
+        self.probes: dict[tuple[str, str, Device], Availability] = {}
+        self.plans: dict[tuple[Any, ...], tuple[Registered, Request]] = {}
+        self.best_device: Device | None = None
+        #: backends whose failed policy has been warned about.
+        self.reported: set[str] = set()
 
 
 _caches = _Caches()
@@ -366,8 +368,7 @@ def _order(reg: Registered, availability: Availability) -> tuple[int, int, str]:
 # --- selection ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Choice:
+class _Choice(NamedTuple):
     """The outcome of selecting a backend for one precision on one device."""
 
     candidates: list[tuple[Registered, Availability]]
@@ -469,8 +470,7 @@ def _not_found(snap: Snapshot, precision: str, device: Device) -> PrecisionError
     return BackendNotFoundError(f"No backend for device type {device.type!r} is installed: pip install {distribution}")
 
 
-@dataclass
-class _Auto:
+class _Auto(NamedTuple):
     """What "auto" did: a choice for each precision of AUTO_ORDER, and the one it took."""
 
     steps: list[tuple[str, _Choice]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mixprec._errors import PrecisionError
 
@@ -37,8 +37,7 @@ def env_list(name: str) -> frozenset[str] | None:
     return frozenset(item.strip() for item in raw.split(",") if item.strip())
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """How plugins are loaded, read from the environment when discovery runs."""
 
     strict: bool
