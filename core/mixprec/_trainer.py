@@ -12,82 +12,41 @@ asked for.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from lightning.pytorch.plugins import precision as lightning
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch.optim import Optimizer
-from typing_extensions import override
 
-from mixprec.precision import (
-    MIXED_DTYPES,
-    lightning_scaler_ignored,
-    load_scaler_state,
-    refuse_unscaling_inside_step,
-)
+from mixprec.precision import DeviceFSDP, ScalerGuard
 
 if TYPE_CHECKING:
-    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+    pass
 
 __all__ = ["FSDPPrecision", "MixedPrecision", "mixed_precision", "true_precision"]
 
 
-class MixedPrecision(lightning.MixedPrecision):
+class _ClipGuard(ScalerGuard):
+    """The Trainer unscales and clips in ``clip_gradients``: refuse there for an optimizer that unscales itself."""
+
+    def clip_gradients(
+        self,
+        optimizer: Optimizer,
+        clip_val: int | float = 0.0,
+        gradient_clip_algorithm: GradClipAlgorithmType = GradClipAlgorithmType.NORM,
+    ) -> None:
+        if clip_val > 0:
+            self.refuse_unscaling(optimizer)
+        super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)  # type: ignore[misc]
+
+
+class MixedPrecision(_ClipGuard, lightning.MixedPrecision):
     """Lightning Trainer's ``MixedPrecision`` on the resolved device, with safe state loading."""
 
-    @override
-    def clip_gradients(
-        self,
-        optimizer: Optimizer,
-        clip_val: int | float = 0.0,
-        gradient_clip_algorithm: GradClipAlgorithmType = GradClipAlgorithmType.NORM,
-    ) -> None:
-        if clip_val > 0 and self.scaler is not None:
-            refuse_unscaling_inside_step(optimizer)
-        super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)
 
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        load_scaler_state(self.scaler, state_dict, self.precision)
-
-    def __repr__(self) -> str:
-        return f"mixprec {type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
-
-
-class FSDPPrecision(lightning.FSDPPrecision):
+class FSDPPrecision(DeviceFSDP, _ClipGuard, lightning.FSDPPrecision):
     """Lightning Trainer's ``FSDPPrecision`` with the autocast device and the scaler taken from the request."""
-
-    def __init__(self, precision: Any, device: str, scaler: ShardedGradScaler | None = None) -> None:
-        with lightning_scaler_ignored():
-            super().__init__(precision)
-        self.device = device
-        self.scaler = scaler
-
-    @override
-    def forward_context(self) -> AbstractContextManager[Any]:
-        if self.precision in MIXED_DTYPES:
-            return torch.autocast(self.device, dtype=MIXED_DTYPES[self.precision])
-        return super().forward_context()
-
-    @override
-    def clip_gradients(
-        self,
-        optimizer: Optimizer,
-        clip_val: int | float = 0.0,
-        gradient_clip_algorithm: GradClipAlgorithmType = GradClipAlgorithmType.NORM,
-    ) -> None:
-        if clip_val > 0 and self.scaler is not None:
-            refuse_unscaling_inside_step(optimizer)
-        super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        load_scaler_state(self.scaler, state_dict, self.precision)
-
-    def __repr__(self) -> str:
-        return f"mixprec {type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
 
 
 def mixed_precision(

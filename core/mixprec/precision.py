@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AutocastFSDPPrecision",
     "AutocastPrecision",
+    "DeviceFSDP",
+    "ScalerGuard",
     "DoubleTruePrecision",
     "FSDPTruePrecision",
     "FullPrecision",
@@ -191,13 +193,54 @@ def _convert_floating(data: Any, dtype: torch.dtype) -> Any:
     return apply_to_collection(data, torch.Tensor, _convert_fp_tensor, dst_type=dtype)
 
 
-class AutocastPrecision(MixedPrecision):
+class ScalerGuard:
+    """What mixprec adds to a Lightning precision that may carry a GradScaler, Fabric's and the Trainer's.
+
+    ``load_state_dict`` loads the whole scaler state or raises :class:`~mixprec.StateDictError`;
+    :meth:`refuse_unscaling` is the check both targets make before unscaling for clipping.
+    """
+
+    precision: Any
+    device: Any
+    scaler: Any
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        load_scaler_state(self.scaler, state_dict, self.precision)
+
+    def refuse_unscaling(self, optimizer: Any) -> None:
+        if self.scaler is not None:
+            refuse_unscaling_inside_step(optimizer)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}(precision={self.precision!r}, device={self.device!r})"
+        )
+
+
+class DeviceFSDP:
+    """Lightning's ``FSDPPrecision`` (Fabric's or the Trainer's), autocasting on the requested device with
+    the requested scaler: Lightning's hard-codes "cuda" for both."""
+
+    precision: Any
+
+    def __init__(self, precision: Any, device: str, scaler: ShardedGradScaler | None = None) -> None:
+        with lightning_scaler_ignored():
+            super().__init__(precision)  # type: ignore[call-arg]
+        self.device = device
+        self.scaler = scaler
+
+    def forward_context(self) -> AbstractContextManager[Any]:
+        if self.precision in MIXED_DTYPES:
+            return torch.autocast(self.device, dtype=MIXED_DTYPES[self.precision])
+        return super().forward_context()  # type: ignore[misc, no-any-return]
+
+
+class AutocastPrecision(ScalerGuard, MixedPrecision):
     """Lightning Fabric's ``MixedPrecision`` on the device mixprec resolved, with safe state loading."""
 
     @override
     def unscale_gradients(self, optimizer: Optimizer) -> None:
-        if self.scaler is not None:
-            refuse_unscaling_inside_step(optimizer)
+        self.refuse_unscaling(optimizer)
         super().unscale_gradients(optimizer)
 
     @override
@@ -208,41 +251,14 @@ class AutocastPrecision(MixedPrecision):
     def convert_output(self, data: Any) -> Any:
         return _convert_floating(data, torch.get_default_dtype())
 
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        load_scaler_state(self.scaler, state_dict, self.precision)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
-
-
-class AutocastFSDPPrecision(FSDPPrecision):
+class AutocastFSDPPrecision(DeviceFSDP, ScalerGuard, FSDPPrecision):
     """Lightning Fabric's ``FSDPPrecision`` with the autocast device and the scaler taken from the request."""
-
-    def __init__(self, precision: Any, device: str, scaler: ShardedGradScaler | None = None) -> None:
-        with lightning_scaler_ignored():
-            super().__init__(precision)
-        self.device = device
-        self.scaler = scaler
-
-    @override
-    def forward_context(self) -> AbstractContextManager[Any]:
-        if self.precision in MIXED_DTYPES:
-            return torch.autocast(self.device, dtype=MIXED_DTYPES[self.precision])
-        return super().forward_context()
 
     @override
     def unscale_gradients(self, optimizer: Optimizer) -> None:
-        if self.scaler is not None:
-            refuse_unscaling_inside_step(optimizer)
+        self.refuse_unscaling(optimizer)
         super().unscale_gradients(optimizer)
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        load_scaler_state(self.scaler, state_dict, self.precision)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(precision={self.precision!r}, device={self.device!r})"
 
 
 class _RefusesScalerState:
