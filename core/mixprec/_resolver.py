@@ -30,7 +30,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 from mixprec._backend import ALIASES, ANY_DEVICE, Availability, Device, Request
 from mixprec._errors import (
@@ -46,6 +46,7 @@ from mixprec._registry import Registered, Snapshot, registry
 
 if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
+    from lightning.pytorch.plugins.precision import Precision as TrainerPrecision
 
 __all__ = [
     "AUTO_ORDER",
@@ -547,6 +548,42 @@ def _plan(
 # --- the public functions -----------------------------------------------------------------------
 
 
+@overload
+def get_precision(
+    precision: str | int,
+    device: Any = None,
+    *,
+    backend: str | None = None,
+    target: Literal["fabric"] = "fabric",
+    strategy: str | None = None,
+    **options: Any,
+) -> Precision: ...
+
+
+@overload
+def get_precision(
+    precision: str | int,
+    device: Any = None,
+    *,
+    backend: str | None = None,
+    target: Literal["trainer"],
+    strategy: str | None = None,
+    **options: Any,
+) -> TrainerPrecision: ...
+
+
+@overload
+def get_precision(
+    precision: str | int,
+    device: Any = None,
+    *,
+    backend: str | None = None,
+    target: str,
+    strategy: str | None = None,
+    **options: Any,
+) -> Precision | TrainerPrecision: ...
+
+
 def get_precision(
     precision: str | int,
     device: Any = None,
@@ -555,7 +592,7 @@ def get_precision(
     target: str = "fabric",
     strategy: str | None = None,
     **options: Any,
-) -> Precision:
+) -> Precision | TrainerPrecision:
     """A new, ready precision object for ``Fabric(plugins=[...])`` (or the Trainer, ``target="trainer"``).
 
     Args:

@@ -88,7 +88,9 @@ class Subject:
         with warnings.catch_warnings():
             # "slow" precisions warn on every call; the suite checks them all the same.
             warnings.simplefilter("ignore", PrecisionWarning)
-            return mixprec.get_precision(self.precision, str(self.device), backend=self.backend.name, **options)
+            return mixprec.get_precision(
+                self.precision, str(self.device), backend=self.backend.name, target="fabric", **options
+            )
 
     @functools.cached_property
     def torch_device(self) -> torch.device:
