@@ -6,10 +6,12 @@ dictionary look-ups before the object is built:
 1. normalise the precision (Lightning's aliases, "auto") and the device (strings, ``torch.device``,
    Lightning accelerators, None/"auto" for the best device present);
 2. collect the *candidates*: backends that offer the precision on the device type;
-3. select one: ``backend=`` if given, else ``MIXPREC_BACKEND`` if it names a candidate, else the
-   first usable candidate ordered by status ("available" before "slow"), then priority (higher
-   first), then backend name (alphabetical). No candidate is ever passed over in silence: an
-   explicitly chosen backend that cannot run here is an error, and ``explain`` shows every step.
+3. select one: ``backend=`` if given, else ``MIXPREC_BACKEND`` if it names a candidate, else,
+   among the backends for the device type itself (those serving every device type, the core's
+   "true" precisions, only where there is none), the first usable candidate ordered by status
+   ("available" before "slow"), then priority (higher first), then backend name (alphabetical).
+   No candidate is ever passed over in silence: an explicitly chosen backend that cannot run here
+   is an error, and ``explain`` shows every step.
 
 "auto" selects a backend for each of "bf16-mixed", "16-mixed" and "32-true" in turn and takes the
 first precision whose selected backend reports "available": a precision that is merely emulated
@@ -72,7 +74,10 @@ _TARGETS = ("fabric", "trainer")
 _INTEGER_PRECISIONS = (16, 32, 64)
 _POLICY_STATUSES = ("available", "slow", "unavailable")
 _POLICY_FUNCTIONS = ("availability", "create", "device_count")
-_RANKING = "the first usable candidate by status (available before slow), then priority (higher first), then name"
+_RANKING = (
+    "backends for the device type before those for every device type; among them the first usable"
+    " by status (available before slow), then priority (higher first), then name"
+)
 
 
 @dataclass(frozen=True)
@@ -395,7 +400,10 @@ def _select(snap: Snapshot, caches: _Caches, precision: str, device: Device, bac
     from_env = os.environ.get("MIXPREC_BACKEND", "").strip()
     if from_env and any(r.backend.name == from_env for r, _ in probed):
         return _forced(snap, probed, precision, device, from_env, "MIXPREC_BACKEND")
-    usable = sorted(((r, a) for r, a in probed if a.usable), key=lambda pair: _order(*pair))
+    # A backend for the device type itself knows the device; one for every device type (the core's
+    # "true" precisions) is the fallback where none does, never a way around an honest "slow".
+    ranked = [(r, a) for r, a in probed if r.backend.device_type != ANY_DEVICE] or probed
+    usable = sorted(((r, a) for r, a in ranked if a.usable), key=lambda pair: _order(*pair))
     if not usable:
         reasons = "; ".join(f"backend {r.backend.name!r}: {a.reason or a.status}" for r, a in probed)
         error = BackendUnavailableError(f"{precision!r} cannot run on {device} here. {reasons}.")
@@ -694,6 +702,8 @@ def _note(choice: _Choice, reg: Registered, a: Availability) -> str:
         return "cannot run here"
     if choice.source is not None:
         return f"not the one {choice.source} names"
+    if reg.backend.device_type == ANY_DEVICE and any(r.backend.device_type != ANY_DEVICE for r, _ in choice.candidates):
+        return "fallback: a backend for the device type offers it"
     return f"outranked by {choice.chosen.backend.name!r}" if choice.chosen is not None else ""
 
 

@@ -106,7 +106,8 @@ def test_explain_shows_the_rule_and_every_candidate_with_why_it_was_passed_over(
 
     assert (explanation.precision, explanation.backend) == ("bf16-mixed", "high")
     assert explanation.rule == (
-        "the first usable candidate by status (available before slow), then priority (higher first), then name"
+        "backends for the device type before those for every device type; among them the first usable"
+        " by status (available before slow), then priority (higher first), then name"
     )
     rows = {c.backend: (c.status, c.chosen, c.note) for c in explanation.candidates}
     assert rows == {
@@ -183,3 +184,27 @@ def test_auto_with_an_explicit_backend_that_offers_none_of_its_precisions_is_an_
         _chosen("auto", backend="cpu")
     with pytest.raises(mixprec.BackendNotFoundError, match="Unknown backend 'acx'"):
         _chosen("auto", backend="acx")
+
+
+def test_a_backend_for_the_device_type_outranks_the_cores_fallback_even_when_slow(site: Site) -> None:
+    install_backend(site, "honest", precisions=("16-true",), answers={"16-true": SLOW})
+
+    with pytest.warns(mixprec.PrecisionWarning, match="slow"):
+        precision = mixprec.get_precision("16-true", FAKE_DEVICE)
+
+    assert precision.mixprec_backend == "honest"
+    notes = {c.backend: c.note for c in mixprec.explain("16-true", FAKE_DEVICE).candidates}
+    assert notes["core"] == "fallback: a backend for the device type offers it"
+
+
+def test_the_cores_fallback_does_not_stand_in_for_a_backend_that_cannot_run_here(site: Site) -> None:
+    install_backend(site, "absent", precisions=("16-true",), answers={"16-true": UNAVAILABLE})
+
+    with pytest.raises(mixprec.BackendUnavailableError, match="no fakeacc driver"):
+        mixprec.get_precision("16-true", FAKE_DEVICE)
+
+
+def test_backend_core_still_selects_the_cores_true_precision_by_name(site: Site) -> None:
+    install_backend(site, "honest", precisions=("16-true",), answers={"16-true": SLOW})
+
+    assert mixprec.get_precision("16-true", FAKE_DEVICE, backend="core").mixprec_backend == "core"
