@@ -19,7 +19,7 @@ from lightning.fabric.plugins.precision import Precision
 
 import mixprec
 from mixprec import AUTO_ORDER, Device, OptionError, PrecisionError, Request
-from mixprec.precision import MIXED_DTYPES
+from mixprec.precision import MIXED_DTYPES, HalfTruePrecision
 from mixprec_cuda import policy
 from mixprec_cuda.policy import GPU, CUDAProbe, decide
 from tests.distributions import Site
@@ -44,9 +44,28 @@ AMPERE, TURING, PASCAL = (8, 0), (7, 5), (6, 1)
 
 
 def test_a_precision_the_backend_does_not_offer_is_unavailable() -> None:
-    found = decide("16-true", CUDA, gpus(AMPERE))
+    found = decide("64-true", CUDA, gpus(AMPERE))
     assert found.status == "unavailable"
-    assert "does not offer '16-true'" in found.reason
+    assert "does not offer '64-true'" in found.reason
+
+
+@pytest.mark.parametrize(
+    ("precision", "capability", "status"),
+    [
+        ("bf16-true", AMPERE, "available"),
+        ("bf16-true", TURING, "unavailable"),
+        ("16-true", TURING, "available"),
+        ("16-true", PASCAL, "slow"),
+    ],
+)
+def test_a_true_half_precision_has_the_status_of_its_dtype(
+    precision: str, capability: tuple[int, int], status: str
+) -> None:
+    assert decide(precision, CUDA, gpus(capability)).status == status
+
+
+def test_bf16_true_on_sm75_suggests_16_true() -> None:
+    assert decide("bf16-true", CUDA, gpus(TURING)).reason == "CUDA device 0 is sm_75 and has no bfloat16; use '16-true'"
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
@@ -251,6 +270,15 @@ def test_create_16_mixed_has_a_cuda_grad_scaler_and_autocasts_to_float16() -> No
     assert scaler._device == "cuda"
     context = precision.forward_context()
     assert (context.device, context.fast_dtype) == ("cuda", torch.float16)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16-true", torch.bfloat16), ("16-true", torch.float16)])
+def test_create_a_true_half_precision_converts_modules_without_autocast_or_scaler(
+    precision: str, dtype: torch.dtype
+) -> None:
+    created = policy.create(request(precision))
+    assert isinstance(created, HalfTruePrecision)
+    assert created.convert_module(torch.nn.Linear(2, 2)).weight.dtype == dtype
 
 
 @pytest.mark.filterwarnings(NO_CUDA_WARNING)

@@ -21,7 +21,7 @@ from mixprec.testing import CAPABILITIES
 DISTRIBUTIONS = {"cpu": "mixprec-cpu", "cuda": "mixprec-cuda", "mps": "mixprec-mps"}
 OFFERED = {
     "cpu": ["16-mixed", "16-true", "bf16-mixed", "bf16-true"],
-    "cuda": ["16-mixed", "bf16-mixed"],
+    "cuda": ["16-mixed", "16-true", "bf16-mixed", "bf16-true"],
     "mps": ["16-mixed", "bf16-mixed"],
 }
 per_backend = pytest.mark.parametrize(("name", "distribution"), DISTRIBUTIONS.items())

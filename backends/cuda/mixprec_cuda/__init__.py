@@ -13,7 +13,7 @@ def mixprec_backends() -> list[Backend]:
         Backend(
             name="cuda",
             device_type="cuda",
-            precisions=("bf16-mixed", "16-mixed"),
+            precisions=("bf16-mixed", "16-mixed", "bf16-true", "16-true"),
             policy="mixprec_cuda.policy",
             description="torch.autocast on CUDA GPUs: fp16 with a GradScaler, bf16 where the GPU computes it natively",
         )

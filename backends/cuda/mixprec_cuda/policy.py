@@ -6,6 +6,8 @@
   the precision to use instead.
 - "16-mixed" with ``torch.amp.GradScaler("cuda")`` everywhere; below compute capability 7.0 the GPU
   has no tensor cores, so it is reported "slow" and "auto" answers "32-true" there.
+- "bf16-true" and "16-true" by the same rules for their dtype, above the core's priority, so that
+  their status on a GPU says whether it computes the dtype (the core's fallback cannot know).
 
 ROCm builds of torch also use the device type "cuda"; torch treats every ROCm GPU as computing
 bfloat16 natively, and so does this policy.
@@ -33,6 +35,13 @@ __all__ = ["GPU", "CUDAProbe", "availability", "create", "decide", "device_count
 NATIVE_BF16 = (8, 0)
 #: Compute capability from which a GPU has tensor cores for float16 (Volta).
 TENSOR_CORES = (7, 0)
+#: The precisions offered, with the dtype each computes in and whether it is "mixed" or "true".
+OFFERED = {
+    "bf16-mixed": ("bfloat16", "mixed"),
+    "16-mixed": ("float16", "mixed"),
+    "bf16-true": ("bfloat16", "true"),
+    "16-true": ("float16", "true"),
+}
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ def _gpu(index: int, *, rocm: bool) -> GPU:
 
 def decide(precision: str, device: Device, cuda: CUDAProbe) -> Availability:
     """The availability of ``precision`` on ``device``, given what ``cuda`` found."""
-    if precision not in ("bf16-mixed", "16-mixed"):
+    if precision not in OFFERED:
         return Availability.unavailable(f"mixprec-cuda does not offer {precision!r}")
     if cuda.runtime is None:
         return Availability.unavailable(
@@ -119,29 +128,32 @@ def decide(precision: str, device: Device, cuda: CUDAProbe) -> Availability:
         plural = "device" if count == 1 else "devices"
         return Availability.unavailable(f"{device} does not exist: {count} CUDA {plural} ({valid})")
     gpu = cuda.devices[index]
-    if precision == "bf16-mixed":
-        return _bf16(index, gpu, rocm=cuda.hip_version is not None)
-    return _fp16(index, gpu)
+    dtype, kind = OFFERED[precision]
+    if dtype == "bfloat16":
+        return _bf16(index, gpu, kind, rocm=cuda.hip_version is not None)
+    return _fp16(index, gpu, kind)
 
 
-def _bf16(index: int, gpu: GPU, *, rocm: bool) -> Availability:
+def _bf16(index: int, gpu: GPU, kind: str, *, rocm: bool) -> Availability:
     if rocm or gpu.capability >= NATIVE_BF16:
         return Availability.available(f"CUDA device {index} ({gpu.name}) is {gpu.arch} and computes bfloat16 natively")
     if gpu.capability >= TENSOR_CORES:
-        return Availability.unavailable(f"CUDA device {index} is {gpu.arch} and has no bfloat16; use '16-mixed'")
+        return Availability.unavailable(f"CUDA device {index} is {gpu.arch} and has no bfloat16; use '16-{kind}'")
     return Availability.unavailable(
         f"CUDA device {index} is {gpu.arch} and has no bfloat16; use '32-true'"
         " (it has no tensor cores for float16 either)"
     )
 
 
-def _fp16(index: int, gpu: GPU) -> Availability:
+def _fp16(index: int, gpu: GPU, kind: str) -> Availability:
     if gpu.capability >= TENSOR_CORES:
         return Availability.available(f"CUDA device {index} ({gpu.name}) is {gpu.arch} and has float16 tensor cores")
-    return Availability.slow(
-        f"CUDA device {index} ({gpu.name}) is {gpu.arch} and has no tensor cores, so float16 autocast is no"
-        " faster than fp32 and adds loss scaling"
+    cost = (
+        "float16 autocast is no faster than fp32 and adds loss scaling"
+        if kind == "mixed"
+        else ("float16 is no faster than fp32 and loses precision")
     )
+    return Availability.slow(f"CUDA device {index} ({gpu.name}) is {gpu.arch} and has no tensor cores, so {cost}")
 
 
 def availability(precision: str, device: Device) -> Availability:
@@ -156,7 +168,9 @@ def device_count() -> int:
 
 
 def create(request: Request) -> Precision:
-    from mixprec.precision import mixed_precision
+    from mixprec.precision import mixed_precision, true_precision
 
+    if OFFERED[request.precision][1] == "true":
+        return true_precision(request)
     # fp16 overflows without loss scaling; bf16 has fp32's range and needs none.
     return mixed_precision(request, scaler=request.precision == "16-mixed")
