@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import statistics
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mixprec
-from mixprec import cli
 from mixprec._registry import registry
 from mixprec.bench import Result, noise_note
+from tests.cli_runs import Ran, run_cli
 
 pytestmark = pytest.mark.slow
 
 TINY = ["--device", "cpu", "--dim", "16", "--seq", "4", "--batch", "2", "--rounds", "2"]
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
-
-
-def _run(argv: list[str]) -> Ran:
-    """Run the CLI in-process, with what it prints to stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    return Ran(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +30,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ran, dict[
         for name in [n for n in os.environ if n.startswith("MIXPREC_")]:
             patch.delenv(name)
         registry.reset()
-        ran = _run(["bench", *TINY, "--json", str(path)])
+        ran = run_cli(["bench", *TINY, "--json", str(path)])
         assert ran.code == 0, ran.err
         yield ran, json.loads(path.read_text())
         registry.reset()
@@ -111,7 +93,7 @@ def test_bench_prints_a_row_per_precision_fastest_first(bench: tuple[Ran, dict[s
 def test_bench_plot_writes_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     path = tmp_path / "bench.png"
-    ran = _run(["bench", *TINY, "--rounds", "1", "--plot", str(path)])
+    ran = run_cli(["bench", *TINY, "--rounds", "1", "--plot", str(path)])
     assert ran.code == 0, ran.err
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
@@ -120,7 +102,7 @@ def test_bench_plot_without_matplotlib_says_what_to_install_before_measuring(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # Python's way of making a module unimportable
-    ran = _run(["bench", *TINY, "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")])
+    ran = run_cli(["bench", *TINY, "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")])
     assert ran.code == 2
     assert "pip install 'mixprec[plot]'" in ran.err
     assert not (tmp_path / "b.json").exists()
@@ -128,7 +110,7 @@ def test_bench_plot_without_matplotlib_says_what_to_install_before_measuring(
 
 @pytest.mark.parametrize("option", ["--rounds", "--dim", "--seq", "--batch"])
 def test_bench_sizes_below_one_are_an_error(option: str) -> None:
-    ran = _run(["bench", "--device", "cpu", option, "0"])
+    ran = run_cli(["bench", "--device", "cpu", option, "0"])
     assert ran.code == 2
     assert f"{option} must be at least 1" in ran.err
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -11,27 +9,20 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
 
 import mixprec
-from mixprec import cli, demo
+from mixprec import demo
 from mixprec._registry import registry
+from tests.cli_runs import Ran, run_cli
 from tests.distributions import Site
 
 pytestmark = pytest.mark.slow
 
 STEPS = ["--steps", "3"]
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture(scope="module")
@@ -45,22 +36,14 @@ def isolated_module() -> Iterator[None]:
         registry.reset()
 
 
-def _run(argv: list[str]) -> Ran:
-    """Run the CLI in-process, with what it prints to stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    return Ran(code, out.getvalue(), err.getvalue())
-
-
 @pytest.fixture(scope="module")
 def text(isolated_module: None) -> Ran:
-    return _run(["demo", "--device", "cpu", *STEPS])
+    return run_cli(["demo", "--device", "cpu", *STEPS])
 
 
 @pytest.fixture(scope="module")
 def report(isolated_module: None) -> dict[str, Any]:
-    ran = _run(["demo", "--device", "cpu", "--json", *STEPS])
+    ran = run_cli(["demo", "--device", "cpu", "--json", *STEPS])
     assert ran.code == 0, ran.err
     payload: dict[str, Any] = json.loads(ran.out)
     return payload
@@ -145,20 +128,20 @@ def test_demo_json_holds_backends_auto_and_workload(report: dict[str, Any]) -> N
 
 def test_fp32_and_autos_choice_train_the_same_steps_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "BUDGET_SECONDS", 0.2)
-    ran = _run(["demo", "--device", "cpu", "--json", "--steps", "50"])
+    ran = run_cli(["demo", "--device", "cpu", "--json", "--steps", "50"])
     steps = {r["precision"]: r["steps"] for r in json.loads(ran.out)["results"]}
     assert steps["32-true"] == steps[mixprec.explain("auto", "cpu").precision]
 
 
 def test_over_the_time_budget_every_precision_trains_the_fewest_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "BUDGET_SECONDS", 0.0)
-    ran = _run(["demo", "--device", "cpu", "--json", "--steps", "5"])
+    ran = run_cli(["demo", "--device", "cpu", "--json", "--steps", "5"])
     assert {r["steps"] for r in json.loads(ran.out)["results"]} == {3}
 
 
 def test_a_precision_that_trained_fewer_steps_is_named_under_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "BUDGET_SECONDS", 0.0)
-    ran = _run(["demo", "--device", "cpu", "--steps", "5"])
+    ran = run_cli(["demo", "--device", "cpu", "--steps", "5"])
     note = next(line for line in ran.out.splitlines() if "too slow here to train 5 steps" in line)
     assert set(note.split(":")[0].split(", ")) == _usable_precisions("cpu")
 
@@ -192,26 +175,26 @@ def test_a_slow_precision_is_trained_and_marked_slow(site: Site) -> None:
             """,
         },
     )
-    ran = _run(["demo", "--device", "cpu", "--json", *STEPS])
+    ran = run_cli(["demo", "--device", "cpu", "--json", *STEPS])
     row = next(r for r in json.loads(ran.out)["results"] if r["precision"] == "32-emulated")
     assert (row["backend"], row["status"], row["reason"]) == ("slowpoke", "slow", "emulated here")
 
 
 def test_an_unknown_device_type_is_an_error() -> None:
-    ran = _run(["demo", "--device", "nosuchdevice"])
+    ran = run_cli(["demo", "--device", "nosuchdevice"])
     assert ran.code == 2
     assert "Unknown device type 'nosuchdevice'" in ran.err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_a_device_this_machine_lacks_is_an_error_that_says_so() -> None:
-    ran = _run(["demo", "--device", "cuda"])
+    ran = run_cli(["demo", "--device", "cuda"])
     assert ran.code == 2
     assert "Lightning Fabric cannot train on cuda here" in ran.err
 
 
 def test_fewer_than_three_steps_is_an_error() -> None:
-    ran = _run(["demo", "--steps", "2"])
+    ran = run_cli(["demo", "--steps", "2"])
     assert ran.code == 2
     assert "--steps must be at least 3" in ran.err
 
