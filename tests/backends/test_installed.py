@@ -22,7 +22,7 @@ DISTRIBUTIONS = {"cpu": "mixprec-cpu", "cuda": "mixprec-cuda", "mps": "mixprec-m
 OFFERED = {
     "cpu": ["16-mixed", "16-true", "bf16-mixed", "bf16-true"],
     "cuda": ["16-mixed", "16-true", "bf16-mixed", "bf16-true"],
-    "mps": ["16-mixed", "bf16-mixed"],
+    "mps": ["16-mixed", "16-true", "bf16-mixed", "bf16-true"],
 }
 per_backend = pytest.mark.parametrize(("name", "distribution"), DISTRIBUTIONS.items())
 

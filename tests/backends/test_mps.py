@@ -107,6 +107,28 @@ def test_bf16_mixed_on_old_macos_suggests_32_true_below_torch_2_8() -> None:
     assert found.reason.endswith("use '32-true'")
 
 
+def test_16_true_is_available_wherever_mps_runs() -> None:
+    assert decide("16-true", MPS, mac(torch_version=(2, 4), macos=(13, 0))).status == "available"
+
+
+def test_bf16_true_needs_macos_14_and_suggests_16_true() -> None:
+    found = decide("bf16-true", MPS, mac(macos=(13, 6)))
+    assert found.status == "unavailable"
+    assert (
+        found.reason
+        == "bfloat16 tensors on MPS need macOS >= 14.0 (this is macOS 13.6): upgrade macOS, or use '16-true'"
+    )
+
+
+def test_bf16_true_is_available_on_macos_14() -> None:
+    assert decide("bf16-true", MPS, mac(macos=(14, 0))).status == "available"
+
+
+def test_create_a_true_half_precision_converts_modules_without_autocast() -> None:
+    created = policy.create(Request("bf16-true", MPS, "mps"))
+    assert created.convert_module(torch.nn.Linear(2, 2)).weight.dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize(("torch_version", "macos"), [((2, 6), (14, 0)), ((2, 13), (26, 0))])
 def test_bf16_mixed_is_available_from_torch_2_6_on_macos_14(
     torch_version: tuple[int, int], macos: tuple[int, int]

@@ -13,7 +13,7 @@ def mixprec_backends() -> list[Backend]:
         Backend(
             name="mps",
             device_type="mps",
-            precisions=("bf16-mixed", "16-mixed"),
+            precisions=("bf16-mixed", "16-mixed", "bf16-true", "16-true"),
             policy="mixprec_mps.policy",
             description="torch.autocast on Apple GPUs; each dtype where the installed torch and macOS support it",
         )

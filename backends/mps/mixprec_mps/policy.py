@@ -5,6 +5,8 @@ Each precision has version gates, and each gate has its own reason:
 - float16 autocast on MPS needs torch 2.5, and "16-mixed" also needs ``torch.amp.GradScaler("mps")``,
   which works from torch 2.8: below that "16-mixed" is unavailable;
 - bfloat16 autocast on MPS needs torch 2.6 and macOS 14 (Metal's bfloat type).
+- "16-true" runs wherever MPS does; "bf16-true" needs macOS 14 for bfloat16 tensors at all. They
+  are offered above the core's priority so that their status on a Mac is this policy's answer.
 
 :func:`decide` is a pure function of an :class:`MPSProbe`; it is what the tests exercise for the
 Macs and torch versions this machine is not. :func:`probe` asks torch and the platform once per process.
@@ -29,6 +31,9 @@ TORCH_FP16_AUTOCAST = (2, 5)
 TORCH_GRAD_SCALER = (2, 8)
 TORCH_BF16_AUTOCAST = (2, 6)
 MACOS_BF16 = (14, 0)
+
+#: The precisions offered, with the dtype each computes in.
+OFFERED = {"bf16-mixed": "bfloat16", "16-mixed": "float16", "bf16-true": "bfloat16", "16-true": "float16"}
 
 _RELEASE = re.compile(r"(\d+)(?:\.(\d+))?")
 
@@ -69,7 +74,7 @@ def probe() -> MPSProbe:
 
 def decide(precision: str, device: Device, mps: MPSProbe) -> Availability:
     """The availability of ``precision`` on ``device``, given what ``mps`` found."""
-    if precision not in ("bf16-mixed", "16-mixed"):
+    if precision not in OFFERED:
         return Availability.unavailable(f"mixprec-mps does not offer {precision!r}")
     if mps.macos_version is None:
         return Availability.unavailable("MPS (Apple's Metal GPU API) runs only on macOS; this is not a Mac")
@@ -87,7 +92,14 @@ def decide(precision: str, device: Device, mps: MPSProbe) -> Availability:
         return Availability.unavailable(f"there is one MPS device; {device} does not exist, use 'mps'")
     if precision == "16-mixed":
         return _fp16(mps.torch_version, mps.macos_version)
-    return _bf16(mps.torch_version, mps.macos_version)
+    if precision == "bf16-mixed":
+        return _bf16(mps.torch_version, mps.macos_version)
+    if precision == "bf16-true" and mps.macos_version < MACOS_BF16:
+        return Availability.unavailable(
+            f"bfloat16 tensors on MPS need macOS >= {_text(MACOS_BF16)} (this is macOS {_text(mps.macos_version)}):"
+            " upgrade macOS, or use '16-true'"
+        )
+    return Availability.available(f"{OFFERED[precision]} tensors on MPS")
 
 
 def _fp16(torch_version: tuple[int, int], macos_version: tuple[int, int]) -> Availability:
@@ -135,7 +147,9 @@ def device_count() -> int:
 
 
 def create(request: Request) -> Precision:
-    from mixprec.precision import mixed_precision
+    from mixprec.precision import mixed_precision, true_precision
 
+    if request.precision.endswith("-true"):
+        return true_precision(request)
     # fp16 overflows without loss scaling; bf16 has fp32's range and needs none.
     return mixed_precision(request, scaler=request.precision == "16-mixed")
