@@ -628,16 +628,22 @@ def get_precision(
         raise policy
     availability = _probe(reg, request.precision, request.device, caches)
     if availability.status == "slow":
-        warnings.warn(
-            f"{request.precision!r} on {request.device} is slow here ({availability.reason});"
-            " '32-true' is faster on this device, and get_precision('auto') picks it.",
-            PrecisionWarning,
-            stacklevel=2,
-        )
+        warnings.warn(_slow_warning(snap, caches, request, availability), PrecisionWarning, stacklevel=2)
     obj = policy.create(request)
     _check_created(obj, reg, request)
     obj.mixprec_backend = reg.backend.name
     return obj  # type: ignore[no-any-return]
+
+
+def _slow_warning(snap: Snapshot, caches: _Caches, request: Request, availability: Availability) -> str:
+    """Why a slow precision was built anyway, and what "auto" would take on the device instead."""
+    auto = _auto(snap, caches, request.device, None)
+    instead = (
+        f" get_precision('auto') takes {auto.steps[auto.taken][0]!r} here."
+        if auto.taken is not None and auto.steps[auto.taken][0] != request.precision
+        else ""
+    )
+    return f"{request.precision!r} on {request.device} is slow here, slower than fp32 ({availability.reason}).{instead}"
 
 
 def _check_created(obj: object, reg: Registered, request: Request) -> None:

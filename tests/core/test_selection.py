@@ -39,6 +39,13 @@ def test_slow_candidate_is_chosen_with_a_warning_when_nothing_is_available(site:
         assert _chosen() == "emulated"
 
 
+def test_the_slow_warning_names_what_auto_takes_on_the_device_instead(site: Site) -> None:
+    install_backend(site, "fp16-emulated", answers={"16-mixed": SLOW})
+
+    with pytest.warns(mixprec.PrecisionWarning, match="get_precision\\('auto'\\) takes 'bf16-mixed' here"):
+        mixprec.get_precision("16-mixed", FAKE_DEVICE)
+
+
 def test_equal_priorities_are_decided_by_backend_name_whatever_the_install_order(site: Site) -> None:
     for name in ("tie-c", "tie-a", "tie-b"):
         install_backend(site, name, priority=5)
