@@ -8,8 +8,6 @@ real entry-point discovery.
 from __future__ import annotations
 
 import ast
-import contextlib
-import io
 import json
 import os
 import re
@@ -21,7 +19,7 @@ import pytest
 import tomllib
 
 import mixprec
-from mixprec import cli
+from tests.cli_runs import run_cli
 from tests.distributions import Site
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,13 +74,6 @@ def installed(site: Site) -> Site:
     return site
 
 
-def _check(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cli.main(argv)
-    return code, out.getvalue()
-
-
 # --- the walk-through builds exactly the example -------------------------------------------------
 
 
@@ -132,9 +123,9 @@ def test_installed_it_outranks_every_other_bf16_true_on_cpu(installed: Site) -> 
 
 
 def test_it_passes_mixprec_check(installed: Site) -> None:
-    code, out = _check(["check", "sr", "--json"])
-    report = json.loads(out)
-    assert code == 0
+    ran = run_cli(["check", "sr", "--json"])
+    report = json.loads(ran.out)
+    assert ran.code == 0
     assert report["passed"] > 0
     assert [r["check"] for r in report["results"] if r["outcome"] == "skipped"] == ["lbfgs_closure"]
 
