@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mixprec._backend import ALIASES, ANY_DEVICE, Availability, Backend, Device, Request
+from mixprec._contract import STANDARD_CONTRACTS, Contract
 from mixprec._errors import (
     BackendNotFoundError,
     BackendUnavailableError,
@@ -53,6 +54,7 @@ __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
     "Candidate",
+    "Contract",
     "Device",
     "DeviceError",
     "Explanation",
@@ -62,6 +64,7 @@ __all__ = [
     "PrecisionWarning",
     "Record",
     "Request",
+    "STANDARD_CONTRACTS",
     "StateDictError",
     "UnknownPrecisionError",
     "__version__",

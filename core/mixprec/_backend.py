@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from mixprec._contract import STANDARD_CONTRACTS, Contract
 from mixprec._errors import DeviceError, PluginError
 
 __all__ = ["ALIASES", "ANY_DEVICE", "Availability", "Backend", "Device", "Request", "Status"]
@@ -110,6 +111,9 @@ class Backend:
         priority: higher wins among backends that offer the same precision on the same device type.
         unsupported: optional capabilities (see :mod:`mixprec.testing`) it lacks, each with the reason.
         description: one line for ``mixprec list``.
+        contracts: the contract of each precision it offers that is not standard (not in
+            :data:`~mixprec.STANDARD_CONTRACTS`), which the conformance suite holds its objects to.
+            A standard precision's contract is the core's and cannot be redefined.
     """
 
     name: str
@@ -119,6 +123,7 @@ class Backend:
     priority: int = 0
     unsupported: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    contracts: Mapping[str, Contract] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Plugins are third-party code: check every field's type at run time, whatever the annotations say.
@@ -156,5 +161,23 @@ class Backend:
         description: Any = self.description
         if not isinstance(description, str):
             problems.append(f"description {self.description!r} must be a string")
+        contracts: Any = self.contracts
+        if not isinstance(contracts, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Contract) for k, v in contracts.items()
+        ):
+            problems.append(f"contracts {contracts!r} must map precision strings to mixprec.Contract")
+        else:
+            offered = self.precisions if isinstance(self.precisions, tuple) else ()
+            standard = sorted(set(contracts) & set(STANDARD_CONTRACTS))
+            stray = sorted(set(contracts) - set(offered) - set(standard))
+            if standard:
+                problems.append(f"contracts {standard!r} are standard precisions, whose contracts the core fixes")
+            if stray:
+                problems.append(f"contracts {stray!r} are for precisions it does not offer")
+            object.__setattr__(self, "contracts", MappingProxyType(dict(contracts)))
         if problems:
             raise PluginError("Invalid Backend description: " + "; ".join(problems))
+
+    def contract(self, precision: str) -> Contract | None:
+        """The contract of ``precision`` as this backend offers it: the core's, its own, or None if undeclared."""
+        return STANDARD_CONTRACTS.get(precision) or self.contracts.get(precision)

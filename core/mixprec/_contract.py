@@ -1,0 +1,146 @@
+"""What a precision promises, as data: the contracts the core fixes, and the type a backend declares its own with.
+
+A precision's contract is what every object built for it must do, whichever backend serves it:
+"bf16-mixed" autocasts to bfloat16 and keeps float32 parameters and no GradScaler on every
+device. The core fixes the contracts of the standard precisions (:data:`STANDARD_CONTRACTS`); a
+backend that offers any other precision declares its contract in its description
+(``Backend(..., contracts={"my-precision": Contract(...)})``), and the conformance suite
+(:mod:`mixprec.testing`) holds its objects to it. A non-standard precision without a declared
+contract fails the suite: nothing is ever passed unverified.
+
+Dtypes are named by strings (``"bfloat16"``, torch's attribute names) so that a plugin's
+description imports no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from mixprec._errors import PluginError
+
+__all__ = ["DTYPES", "STANDARD_CONTRACTS", "Contract"]
+
+#: The dtype names a contract may use, as torch names them (``getattr(torch, name)``).
+DTYPES = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+#: How far the final loss of the suite's small model may land from float32 training, relative to
+#: the float32 loss, by the dtype the model computes in (see ``mixprec.testing`` for the measurements).
+DEFAULT_TRAINING_RTOL: Mapping[str, float] = MappingProxyType(
+    {
+        "float64": 1e-3,
+        "float32": 1e-3,
+        "float16": 0.02,
+        "bfloat16": 0.1,
+        "float8_e4m3fn": 0.25,
+        "float8_e5m2": 0.25,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What every object built for one precision promises, whatever the backend and device.
+
+    Args:
+        compute_dtype: the dtype of an ``nn.Linear``'s output inside ``forward_context()`` (after
+            ``convert_module`` and ``convert_input``).
+        parameter_dtype: the dtype of a module's parameters after ``convert_module`` (the master
+            weights the optimizer steps).
+        autocast: ``forward_context()`` is ``torch.autocast(device_type, compute_dtype)``.
+        loss_scaling: the object carries an enabled ``torch.amp.GradScaler``: ``backward`` scales the
+            loss, ``optimizer_step`` unscales and skips a step with inf/NaN gradients, and the scaler's
+            state is the object's ``state_dict()``.
+        converts_io: ``convert_input`` casts floating tensors to ``compute_dtype`` and
+            ``convert_output`` casts them back to ``torch.get_default_dtype()``; False leaves both
+            untouched.
+        converts_modules: the module classes, by qualified name (``"torch.nn.Linear"``), whose
+            instances ``convert_module`` replaces with the precision's own layers; empty when it only
+            casts parameters. A converted model keeps the plain model's ``state_dict`` keys and shapes.
+        matmul_dtype: the dtype the converted modules' matrix multiplications compute in (for
+            float8 training ``"float8_e4m3fn"``); None when they compute in ``compute_dtype``.
+        training_rtol: how far, relative to the float32 loss, the suite's small model trained under
+            the precision may end from the same model trained in float32; None for the default of
+            the dtype it computes in (:data:`DEFAULT_TRAINING_RTOL`).
+        unsupported: the optional capabilities of ``mixprec.testing.CAPABILITIES`` this precision
+            lacks, each with the reason, added to those its backend declares for all its precisions.
+        description: one line on what the precision is, for ``mixprec list`` and ``explain``.
+    """
+
+    compute_dtype: str
+    parameter_dtype: str = "float32"
+    autocast: bool = False
+    loss_scaling: bool = False
+    converts_io: bool = True
+    converts_modules: tuple[str, ...] = ()
+    matmul_dtype: str | None = None
+    training_rtol: float | None = None
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        # Contracts come from third-party plugins: check every field at run time, whatever the annotations say.
+        problems: list[str] = []
+        for name in ("compute_dtype", "parameter_dtype"):
+            value: Any = getattr(self, name)
+            if value not in DTYPES:
+                problems.append(f"{name} {value!r} must be one of {', '.join(DTYPES)}")
+        if self.matmul_dtype is not None and self.matmul_dtype not in DTYPES:
+            problems.append(f"matmul_dtype {self.matmul_dtype!r} must be None or one of {', '.join(DTYPES)}")
+        for name in ("autocast", "loss_scaling", "converts_io"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} {getattr(self, name)!r} must be a bool")
+        modules: Any = self.converts_modules
+        if isinstance(modules, str) or not isinstance(modules, (tuple, list)):
+            problems.append(f"converts_modules {modules!r} must be a tuple of qualified class names")
+        elif not all(isinstance(m, str) and "." in m for m in modules):
+            problems.append(f"converts_modules {modules!r} must name classes as 'package.module.Class'")
+        else:
+            object.__setattr__(self, "converts_modules", tuple(modules))
+        rtol: Any = self.training_rtol
+        if rtol is not None and (
+            isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < math.inf
+        ):
+            problems.append(f"training_rtol {rtol!r} must be None or a positive finite number")
+        unsupported: Any = self.unsupported
+        if not isinstance(unsupported, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in unsupported.items()
+        ):
+            problems.append(f"unsupported {unsupported!r} must map capability names to non-empty reasons")
+        else:
+            object.__setattr__(self, "unsupported", MappingProxyType(dict(unsupported)))
+        description: Any = self.description
+        if not isinstance(description, str):
+            problems.append(f"description {description!r} must be a string")
+        if problems:
+            raise PluginError("Invalid Contract: " + "; ".join(problems))
+
+    @property
+    def rtol(self) -> float:
+        """The training tolerance in force: ``training_rtol``, or the default of the dtype it computes in."""
+        if self.training_rtol is not None:
+            return float(self.training_rtol)
+        return DEFAULT_TRAINING_RTOL[self.matmul_dtype or self.compute_dtype]
+
+
+#: The contracts the core fixes: every backend that offers one of these precisions is held to it.
+STANDARD_CONTRACTS: Mapping[str, Contract] = MappingProxyType(
+    {
+        "16-mixed": Contract("float16", autocast=True, loss_scaling=True, description="float16 autocast, loss scaling"),
+        "bf16-mixed": Contract("bfloat16", autocast=True, description="bfloat16 autocast, float32 weights"),
+        "16-true": Contract("float16", parameter_dtype="float16", description="everything in float16"),
+        "bf16-true": Contract("bfloat16", parameter_dtype="bfloat16", description="everything in bfloat16"),
+        "32-true": Contract("float32", converts_io=False, description="everything in float32"),
+        "64-true": Contract("float64", parameter_dtype="float64", description="everything in float64"),
+        "fp8-mixed": Contract(
+            "bfloat16",
+            autocast=True,
+            converts_modules=("torch.nn.Linear",),
+            matmul_dtype="float8_e4m3fn",
+            description="float8 matmuls with dynamic scaling in the converted layers, the rest as bf16-mixed",
+        ),
+    }
+)
