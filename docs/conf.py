@@ -1,0 +1,122 @@
+"""Sphinx configuration of mixprec's documentation: the guides (Markdown) and the API reference (docstrings).
+
+Build it as the docs tox env does, nitpicky, with every warning an error::
+
+    sphinx-build -W --keep-going -n -b html docs docs/_build/html
+
+The reference is generated from the docstrings of the installed ``mixprec`` distribution (autodoc,
+with napoleon reading their Google-style ``Args:`` sections); the Markdown guides are read by
+myst-parser, so the pages a newcomer reads on GitHub are the same pages as on the site.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import inspect
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.pycode import ModuleAnalyzer
+
+import mixprec
+
+project = "mixprec"
+author = "the mixprec authors"
+copyright = "the mixprec authors"
+release = mixprec.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "myst_parser",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build"]
+
+myst_heading_anchors = 3
+
+# --- the reference -------------------------------------------------------------------------------
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_typehints_format = "short"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_attr_annotations = True
+
+# Broken references are errors (``-n -W``), but the network is not reachable where the docs are
+# built, so there is no intersphinx inventory for the libraries mixprec builds on. Their types appear
+# in signatures; these references are known to point outside this site and are not checked:
+nitpick_ignore_regex = [
+    # torch: tensors, dtypes, optimizers, GradScaler, modules
+    ("py:.*", r"torch(\..*)?"),
+    # Lightning: the Precision classes mixprec's objects are, and their type aliases. mixprec imports
+    # them only for type checking, so autodoc sees some by the short names they are imported as.
+    ("py:.*", r"lightning(\..*)?"),
+    ("py:class", r"Precision|TrainerPrecision"),
+    ("py:.*", r"lightning_utilities(\..*)?"),
+    # pluggy: the HookimplMarker that ``mixprec.hookimpl`` is
+    ("py:.*", r"pluggy(\..*)?"),
+    # pytest: the Metafunc that ``ConformanceTests.pytest_generate_tests`` receives
+    ("py:.*", r"(_pytest|pytest)(\..*)?"),
+    # Python's standard library (no intersphinx inventory either)
+    ("py:.*", r"(collections\.abc|typing|types|contextlib|pathlib|enum|dataclasses)\..*"),
+]
+
+# --- the site ------------------------------------------------------------------------------------
+
+html_theme = "furo"
+html_title = f"mixprec {release}"
+
+# --- two corrections to autodoc ------------------------------------------------------------------
+
+
+def _defining_module(module: str, name: str) -> str | None:
+    """The module that ``module`` imports ``name`` from (``from X import name``), if it does."""
+    tree = ast.parse(inspect.getsource(importlib.import_module(module)))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and any(a.name == name for a in node.names):
+            return node.module
+    return None
+
+
+def _reexported_data_doc(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    """Document a constant re-exported by a public module with the ``#:`` comment it has where it is defined.
+
+    autodoc looks for a constant's comment only in the module it documents it under (``mixprec``),
+    and otherwise shows the docstring of the value's type (``dict``'s, pluggy's marker's).
+    """
+    if what != "data":
+        return
+    module, _, attr = name.rpartition(".")
+    source = _defining_module(module, attr)
+    if source is None:
+        return
+    comment = ModuleAnalyzer.for_module(source).find_attr_docs().get(("", attr))
+    lines[:] = list(comment or [])
+
+
+def _dataclass_factory_defaults(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, signature: str | None, return_annotation: str | None
+) -> tuple[str | None, str | None] | None:
+    """Show a dataclass field's ``default_factory()`` as its default (``{}``) instead of ``<factory>``.
+
+    ``<factory>`` is not Python, so Sphinx could not parse the signature and its types would not be linked.
+    """
+    if signature is None or not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
+        return None
+    for field in dataclasses.fields(obj):
+        if field.init and field.default_factory is not dataclasses.MISSING:
+            signature = signature.replace("<factory>", repr(field.default_factory()), 1)
+    return signature, return_annotation
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("autodoc-process-docstring", _reexported_data_doc)
+    app.connect("autodoc-process-signature", _dataclass_factory_defaults)
