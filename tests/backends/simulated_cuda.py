@@ -13,8 +13,9 @@ What is simulated, and nothing more:
   library (``torch.cuda._raw_device_count_nvml``, ``_raw_device_uuid_nvml``), so that torch's own
   ``device_count()`` and ``is_available()`` run unchanged over the same GPUs.
 
-The real NVML cannot run here (there is no driver), which is the only reason for the fake; on this
-machine the real pynvml raises ``NVMLError_LibraryNotFound``, and the tests of that case use it.
+The real NVML cannot run here (there is no driver), which is the only reason for the fake. Where
+the NVML library is missing, the real pynvml runs, finding no library to load, as it finds none
+on this machine.
 """
 
 from __future__ import annotations
@@ -163,17 +164,25 @@ class Simulation:
         return tripped
 
 
+def _no_library(name: str, *args: object, **kwargs: object) -> None:
+    raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+
 def simulate(
     patch: pytest.MonkeyPatch, cards: Sequence[Card], *, init_error: int | None = None, nvml: bool = True
 ) -> Simulation:
-    """Make this process a CUDA build of torch on a machine with ``cards``; undone with ``patch``.
+    """Make this process a CUDA build of torch, in which CUDA has not started, on a machine with ``cards``.
 
-    ``nvml=False`` leaves pynvml alone: on this machine the real one cannot find the NVML library.
+    Undone with ``patch``. ``nvml=False`` leaves pynvml's functions real, with no NVML library to
+    load (as on this machine, and on any machine without the NVIDIA driver). On a machine where
+    this process did start CUDA, torch is made to answer as before it started.
     ``PYTORCH_NVML_BASED_CUDA_CHECK`` is removed (importing lightning.fabric sets it to "1", which
-    makes ``torch.cuda.is_available()`` count through NVML rather than start the driver): a test
-    that needs it sets it, saying why.
+    makes ``torch.cuda.is_available()`` count through NVML rather than start the driver), as in a
+    process that has not imported Lightning yet.
     """
     sim = Simulation(FakeNVML(cards, init_error=init_error))
+    patch.setattr(torch.cuda, "_initialized", False)
+    patch.setattr(torch.cuda, "_cached_device_count", None)
     patch.setattr(torch.version, "cuda", "12.4")
     patch.setattr(torch._C, "_cuda_getDeviceCount", sim.tripwire("torch._C._cuda_getDeviceCount"), raising=False)
     patch.setattr(torch._C, "_cuda_init", sim.tripwire("torch._C._cuda_init"), raising=False)
@@ -184,6 +193,9 @@ def simulate(
     if nvml:
         for name in PYNVML_FUNCTIONS:
             patch.setattr(pynvml, name, getattr(sim.nvml, name))
+    else:
+        patch.setattr(pynvml, "nvmlLib", None)
+        patch.setattr(pynvml, "CDLL", _no_library)
     # mixprec-cuda reads NVML once per process: the simulated machine gets a cache of its own.
     patch.setattr(_nvml, "inventory", functools.cache(_nvml.inventory.__wrapped__))
     return sim

@@ -425,7 +425,7 @@ def test_gpus_that_differ_are_judged_once_their_numbering_is_known(
 def test_without_the_nvml_library_every_precision_is_unavailable_saying_what_to_do(
     machine: Callable[..., Simulation],
 ) -> None:
-    sim = machine([H100], nvml=False)  # the real pynvml: this machine has no libnvidia-ml.so.1
+    sim = machine([H100], nvml=False)  # the real pynvml, with no libnvidia-ml.so.1 to load
     for precision in policy.OFFERED:
         found = policy.availability(precision, CUDA)
         assert found.status == "unavailable"
