@@ -74,7 +74,7 @@ nitpick_ignore_regex = [
 html_theme = "furo"
 html_title = f"mixprec {release}"
 
-# --- two corrections to autodoc ------------------------------------------------------------------
+# --- corrections to autodoc and napoleon ------------------------------------------------------------------
 
 
 def _defining_module(module: str, name: str) -> str | None:
@@ -86,20 +86,32 @@ def _defining_module(module: str, name: str) -> str | None:
     return None
 
 
-def _reexported_data_doc(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
-    """Document a constant re-exported by a public module with the ``#:`` comment it has where it is defined.
+#: What autodoc documents as attributes; their docstrings are prose, their types the annotations.
+_ATTRIBUTES = frozenset({"attribute", "data", "property"})
+_prose: dict[str, list[str]] = {}
 
-    autodoc looks for a constant's comment only in the module it documents it under (``mixprec``),
-    and otherwise shows the docstring of the value's type (``dict``'s, pluggy's marker's).
+
+def _attribute_doc(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    """Keep an attribute's docstring as written, and give a re-exported constant the comment it has where defined.
+
+    napoleon reads the first line of an attribute's docstring as ``type: description`` (Google
+    style); mixprec's docstrings begin "what it is: more", with the type in the annotation. And
+    autodoc looks for a constant's ``#:`` comment only in the module it documents it under
+    (``mixprec``), and otherwise shows the docstring of the value's type (``dict``'s, pluggy's
+    marker's). Runs before napoleon; :func:`_attribute_doc_restored` puts the text back after it.
     """
-    if what != "data":
+    if what not in _ATTRIBUTES:
         return
     module, _, attr = name.rpartition(".")
-    source = _defining_module(module, attr)
-    if source is None:
-        return
-    comment = ModuleAnalyzer.for_module(source).find_attr_docs().get(("", attr))
-    lines[:] = list(comment or [])
+    source = _defining_module(module, attr) if what == "data" else None
+    if source is not None:
+        lines[:] = list(ModuleAnalyzer.for_module(source).find_attr_docs().get(("", attr)) or [])
+    _prose[name] = list(lines)
+
+
+def _attribute_doc_restored(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    if what in _ATTRIBUTES and name in _prose:
+        lines[:] = _prose.pop(name)
 
 
 def _dataclass_factory_defaults(
@@ -118,5 +130,7 @@ def _dataclass_factory_defaults(
 
 
 def setup(app: Sphinx) -> None:
-    app.connect("autodoc-process-docstring", _reexported_data_doc)
+    # napoleon processes docstrings at the default priority, 500.
+    app.connect("autodoc-process-docstring", _attribute_doc, priority=400)
+    app.connect("autodoc-process-docstring", _attribute_doc_restored, priority=600)
     app.connect("autodoc-process-signature", _dataclass_factory_defaults)
