@@ -174,13 +174,14 @@ def simulate(
     """Make this process a CUDA build of torch, in which CUDA has not started, on a machine with ``cards``.
 
     Undone with ``patch``. ``nvml=False`` leaves pynvml's functions real, with no NVML library to
-    load (as on this machine, and on any machine without the NVIDIA driver). On a machine where
+    load (as on this machine, and on any machine without the NVIDIA driver); torch finds none either. On a machine where
     this process did start CUDA, torch is made to answer as before it started.
     ``PYTORCH_NVML_BASED_CUDA_CHECK`` is removed (importing lightning.fabric sets it to "1", which
     makes ``torch.cuda.is_available()`` count through NVML rather than start the driver), as in a
     process that has not imported Lightning yet.
     """
-    sim = Simulation(FakeNVML(cards, init_error=init_error))
+    missing = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
+    sim = Simulation(FakeNVML(cards, init_error=init_error if nvml else missing))
     patch.setattr(torch.cuda, "_initialized", False)
     patch.setattr(torch.cuda, "_cached_device_count", None)
     patch.setattr(torch.version, "cuda", "12.4")
