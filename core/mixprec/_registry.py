@@ -12,13 +12,19 @@ whose message names both distributions; a plugin whose name is already claimed i
 
 The registry's contents are an immutable :class:`Snapshot`; registering a plugin swaps in a new
 snapshot with a higher ``generation``, which is what the resolver keys its caches on.
+
+A plugin describes its backends as data and calls none of mixprec's API while it loads: a call
+back into the registry from the thread that is loading plugins (a plugin module or hook calling
+``get_precision``, ``available``, ``explain`` or ``register``) is a :class:`PluginError`, never a
+deadlock on the registry's lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -35,6 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["Failure", "Plugin", "Registered", "Registry", "Snapshot", "registry"]
 
 BUILTIN_PLUGIN = "core"
+_REENTERED = (
+    "mixprec was called while it was loading plugins, from the plugin being loaded (its module or its"
+    " mixprec_backends hook called get_precision, available, explain or register): a plugin describes its"
+    " backends as data while it loads; make such calls in the backend's policy module, which runs later"
+)
 
 
 class Plugin(NamedTuple):
@@ -120,9 +131,11 @@ class _Loader:
             holder = next(p for p in self.plugins if p.name == plugin.name)
             raise PluginError(f"the plugin name {plugin.name!r} is already taken by {holder}")
         try:
-            self.manager.register(obj, name=plugin.name)
-        except (ValueError, pluggy.PluginValidationError) as exc:
+            registered = self.manager.register(obj, name=plugin.name)
+        except Exception as exc:  # a third-party object: whatever inspecting it raises is the plugin's fault
             raise PluginError(f"pluggy rejected it: {exc}") from exc
+        if registered is None:
+            raise PluginError(f"pluggy does not take {type(obj).__name__} objects as plugins")
         try:
             described = self._describe(obj, plugin)
         except BaseException:
@@ -152,7 +165,13 @@ class _Loader:
                 raise PluginError(
                     f"its mixprec_backends hook returned {type(result).__name__}; return a list of mixprec.Backend"
                 )
-            for item in result:
+            try:
+                items = list(result)
+            except Exception as exc:
+                raise PluginError(
+                    f"iterating what its mixprec_backends hook returned raised {type(exc).__name__}: {exc}"
+                ) from exc
+            for item in items:
                 if not isinstance(item, Backend):
                     raise PluginError(f"its mixprec_backends hook returned {item!r}, which is not a mixprec.Backend")
                 described.append(item)
@@ -202,6 +221,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: the thread holding the lock to load plugins: a plugin that calls back from it is refused, not deadlocked.
+        self._loader_thread: int | None = None
         self._snapshot: Snapshot | None = None
         self._generation = 0
 
@@ -209,7 +230,7 @@ class Registry:
         """The current contents, discovering installed plugins on the first call."""
         snap = self._snapshot
         if snap is None:
-            with self._lock:
+            with self._loading():
                 snap = self._snapshot
                 if snap is None:
                     snap = self._discover()
@@ -221,10 +242,10 @@ class Registry:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         base = self.snapshot()
-        with self._lock:
+        with self._loading():
             base = self._snapshot or base
             loader = _Loader(base)
-            plugin_name = name or loader.manager.get_canonical_name(plugin)
+            plugin_name = str.__str__(name) if name else _canonical_name(plugin)
             try:
                 loader.add(plugin, Plugin(plugin_name))
             except PluginError as exc:
@@ -235,9 +256,21 @@ class Registry:
 
     def reset(self) -> None:
         """Forget everything; the next use discovers again (for tests)."""
-        with self._lock:
+        with self._loading():
             self._snapshot = None
             self._generation += 1
+
+    @contextlib.contextmanager
+    def _loading(self) -> Iterator[None]:
+        """Hold the lock to change the registry; refuse a call back from a plugin this thread is loading."""
+        if self._loader_thread == threading.get_ident():
+            raise PluginError(_REENTERED)
+        with self._lock:
+            self._loader_thread = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._loader_thread = None
 
     def _discover(self) -> Snapshot:
         settings = Settings.from_environ()
@@ -297,6 +330,25 @@ class Registry:
             loader.failures.append(
                 Failure(Plugin(missing), "MIXPREC_PLUGINS names it, but no installed distribution provides it")
             )
+
+
+def _canonical_name(plugin: Any) -> str:
+    """The name a plugin registered without ``name=`` gets: its ``__name__``, else pluggy's id-based one."""
+    try:
+        found = getattr(plugin, "__name__", None)
+    except Exception as exc:
+        raise PluginError(
+            f"Cannot register the {type(plugin).__name__} object: reading its __name__ raised"
+            f" {type(exc).__name__}: {exc}; pass name='...'"
+        ) from exc
+    if found is None:
+        return str(id(plugin))
+    if not isinstance(found, str):
+        raise PluginError(
+            f"Cannot register the {type(plugin).__name__} object: its __name__ is a {type(found).__name__},"
+            " not a str; pass name='...'"
+        )
+    return str.__str__(found) or str(id(plugin))
 
 
 def _version() -> str | None:
