@@ -49,16 +49,21 @@ class Block:
     attributes: dict[str, str]
     text: str
     line: int
+    #: The page's text between the previous block and this one: what a reader reads before it.
+    before: str
 
 
 def _blocks(page: Path) -> list[Block]:
     source = page.read_text()
     found = []
+    end = 0
     for match in _FENCE.finditer(source):
         indent = len(match["indent"])
         body = "".join(line[indent:] for line in match["body"].splitlines(keepends=True))
         line = source.count("\n", 0, match.start()) + 1
-        found.append(Block(match["language"], dict(_ATTRIBUTE.findall(match["info"])), body, line))
+        before = source[end : match.start()]
+        end = match.end()
+        found.append(Block(match["language"], dict(_ATTRIBUTE.findall(match["info"])), body, line, before))
     return found
 
 
@@ -95,6 +100,14 @@ def test_the_guides_code_imports_only_public_names() -> None:
                 public = set(importlib.import_module(node.module).__all__)
                 names = {alias.name for alias in node.names}
                 assert names <= public, f"line {block.line}: {sorted(names - public)} not in {node.module}.__all__"
+
+
+def test_the_guide_names_each_file_it_quotes_in_the_text_before_it() -> None:
+    # The info string (title=...) is shown neither on GitHub nor on the site.
+    quoted = [b for b in _blocks(GUIDE) if "title" in b.attributes]
+    assert quoted
+    for block in quoted:
+        assert f"`{block.attributes['title']}`" in block.before, f"line {block.line}: the file is not named"
 
 
 def test_the_smallest_backend_is_a_pyproject_a_plugin_and_a_policy() -> None:
