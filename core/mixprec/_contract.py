@@ -62,6 +62,10 @@ class Contract:
             casts parameters. A converted model keeps the plain model's ``state_dict`` keys and shapes.
         matmul_dtype: the dtype the converted modules' matrix multiplications compute in (for
             float8 training ``"float8_e4m3fn"``); None when they compute in ``compute_dtype``.
+        dims_multiple: which layers of the ``converts_modules`` classes ``convert_module`` takes: a
+            layer is converted when every dimension of its ``weight`` is a multiple of this (float8
+            matmuls need 16: torchao's and TransformerEngine's rule), and any other stays as it is,
+            computing as the rest of the model does. 1: every layer of those classes.
         training_rtol: how far, relative to the float32 loss, the suite's small model trained under
             the precision may end from the same model trained in float32; None for the default of
             the dtype it computes in (:data:`DEFAULT_TRAINING_RTOL`).
@@ -77,6 +81,7 @@ class Contract:
     converts_io: bool = True
     converts_modules: tuple[str, ...] = ()
     matmul_dtype: str | None = None
+    dims_multiple: int = 1
     training_rtol: float | None = None
     unsupported: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
@@ -100,6 +105,9 @@ class Contract:
             problems.append(f"converts_modules {modules!r} must name classes as 'package.module.Class'")
         else:
             object.__setattr__(self, "converts_modules", tuple(modules))
+        multiple: Any = self.dims_multiple
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+            problems.append(f"dims_multiple {multiple!r} must be a positive int")
         rtol: Any = self.training_rtol
         if rtol is not None and (
             isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < math.inf
@@ -140,6 +148,7 @@ STANDARD_CONTRACTS: Mapping[str, Contract] = MappingProxyType(
             autocast=True,
             converts_modules=("torch.nn.Linear",),
             matmul_dtype="float8_e4m3fn",
+            dims_multiple=16,
             description="float8 matmuls with dynamic scaling in the converted layers, the rest as bf16-mixed",
         ),
     }
