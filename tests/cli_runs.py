@@ -24,3 +24,22 @@ def run_cli(argv: list[str]) -> Ran:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(argv)
     return Ran(code, out.getvalue(), err.getvalue())
+
+
+#: The policy of a backend whose device is not in this machine: it counts none, so every check is skipped.
+ABSENT_DEVICE_POLICY = """
+from mixprec import Availability
+from mixprec.precision import standard_precision
+
+
+def availability(precision, device):
+    return Availability.available()
+
+
+def device_count():
+    return 0
+
+
+def create(request):
+    return standard_precision(request)
+"""

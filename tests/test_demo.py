@@ -187,10 +187,28 @@ def test_an_unknown_device_type_is_an_error() -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
-def test_a_device_this_machine_lacks_is_an_error_that_says_so() -> None:
+def test_a_device_type_this_machine_lacks_is_an_error_before_anything_runs() -> None:
     ran = run_cli(["demo", "--device", "cuda"])
     assert ran.code == 2
-    assert "Lightning Fabric cannot train on cuda here" in ran.err
+    assert ran.err.startswith("mixprec: error: --device cuda: ")
+    assert "no cuda device here" in ran.err
+    assert ran.out == ""
+
+
+@pytest.mark.parametrize("device", ["cpu:1", "cpu:3"])
+def test_a_device_index_this_machine_lacks_is_an_error_before_anything_runs(device: str) -> None:
+    ran = run_cli(["demo", "--device", device])
+    assert ran.code == 2
+    assert ran.err.startswith(f"mixprec: error: --device {device}: ")
+    assert f"{device} does not exist" in ran.err
+    assert "Traceback" not in ran.err
+    assert (ran.out, "training" in ran.err) == ("", False)
+
+
+def test_the_cpu_by_its_index_trains_like_the_cpu() -> None:
+    ran = run_cli(["demo", "--device", "cpu:0", "--json", *STEPS])
+    assert ran.code == 0, ran.err
+    assert json.loads(ran.out)["device"] == "cpu:0"
 
 
 def test_fewer_than_three_steps_is_an_error() -> None:

@@ -12,6 +12,7 @@ The measuring here is shared with ``mixprec demo``: :func:`resolve_device`, :fun
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import platform
@@ -19,7 +20,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASELINE",
+    "MAX_ELEMENTS",
     "NOISY_SPREAD",
     "SEED",
     "BenchSettings",
@@ -45,7 +47,9 @@ __all__ = [
     "ROUND_SECONDS",
     "Workload",
     "describe_rounds",
+    "heads_for",
     "interleave",
+    "largest_tensor",
     "milliseconds",
     "noise_note",
     "options",
@@ -83,8 +87,20 @@ class Option:
 
 
 def resolve_device(device: str | None) -> Device:
-    """The device a command runs on: ``device`` as given, or for None the best device present (as "auto")."""
-    return Device.parse(mixprec.explain("auto", device).device)
+    """The device a command runs on: ``device`` as given, or for None the best device present (as "auto").
+
+    Raises:
+        PrecisionError: the device is malformed, of a type no backend serves, or not present here
+            (mixprec's resolver decides, exactly as for ``get_precision``), so that a command fails
+            before it trains anything.
+    """
+    explanation = mixprec.explain("auto", device)
+    if explanation.error is not None:
+        where = f"--device {device}" if device is not None else f"the best device present ({explanation.device})"
+        raise PrecisionError(
+            f"{where}: {explanation.error} Pass --device with a device this machine has (mixprec list shows them)."
+        )
+    return Device.parse(explanation.device)
 
 
 def options(device: Device) -> tuple[list[Option], list[tuple[str, str]]]:
@@ -122,8 +138,11 @@ class Workload:
 
 
 def transformer_block(dim: int, seq: int, batch: int) -> Workload:
-    """A pre-norm transformer encoder block (``dim``/64 heads, a 4x feed-forward, GELU), trained to a random target."""
-    heads = max(1, dim // 64)
+    """A pre-norm transformer encoder block (a 4x feed-forward, GELU), trained to a random target.
+
+    It has :func:`heads_for` ``dim`` heads: about ``dim``/64, and always a divisor of ``dim``, so every width works.
+    """
+    heads = heads_for(dim)
 
     def model() -> torch.nn.Module:
         return torch.nn.TransformerEncoderLayer(
@@ -143,6 +162,16 @@ def transformer_block(dim: int, seq: int, batch: int) -> Workload:
         learning_rate=1e-3,
         settings={"dim": dim, "heads": heads, "seq": seq, "batch": batch},
     )
+
+
+def heads_for(dim: int) -> int:
+    """The number of attention heads of a block of width ``dim``: the largest divisor of ``dim`` up to ``dim // 64``."""
+    return next(h for h in range(max(1, dim // 64), 0, -1) if dim % h == 0)
+
+
+def largest_tensor(dim: int, seq: int, batch: int) -> int:
+    """At least the element count of the largest tensor one training step of :func:`transformer_block` makes."""
+    return max(4 * dim * dim, 4 * batch * seq * dim, batch * max(1, dim // 64) * seq * seq)
 
 
 # --- running and timing ---------------------------------------------------------------------------
@@ -196,10 +225,11 @@ class Run:
 def _fabric(device: Device, precision: Precision) -> Fabric:
     from lightning.fabric import Fabric
 
-    devices: list[int] | int = 1 if device.index is None else [device.index]
+    # For the CPU, Lightning's ``devices`` counts processes, and the one CPU device has no index to pick.
+    devices: list[int] | int = 1 if device.index is None or device.type == "cpu" else [device.index]
     try:
         return Fabric(accelerator=device.type, devices=devices, plugins=[precision])
-    except (RuntimeError, ValueError, ImportError) as exc:
+    except (RuntimeError, TypeError, ValueError, ImportError) as exc:
         raise PrecisionError(
             f"Lightning Fabric cannot train on {device} here ({exc}). Pass --device with a device this machine has,"
             " such as --device cpu."
@@ -346,19 +376,27 @@ def milliseconds(value: float) -> str:
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """What ``mixprec bench`` measures, from its command line."""
+    """What ``mixprec bench`` measures, from its command line; ``as_json`` prints JSON instead of the table."""
 
     device: str | None
     rounds: int
     dim: int
     seq: int
     batch: int
-    json_file: Path | None = None
+    as_json: bool = False
     plot_file: Path | None = None
 
 
+#: The most elements the block's largest tensor may hold: far beyond any device's memory, within torch's sizes.
+MAX_ELEMENTS = 2**37
+
+
 def run(settings: BenchSettings) -> int:
-    """Run the benchmark, print the table, write the JSON and the plot that ``settings`` ask for."""
+    """Run the benchmark and print the table, or JSON with ``settings.as_json``; draw the plot it asks for.
+
+    Everything that can be checked is checked before the first step: the sizes, matplotlib for the
+    plot, and the device, through mixprec's resolver.
+    """
     _check_settings(settings)
     if settings.plot_file is not None:
         _require_matplotlib()
@@ -366,28 +404,29 @@ def run(settings: BenchSettings) -> int:
     usable, unusable = options(device)
     workload = transformer_block(settings.dim, settings.seq, settings.batch)
     auto = mixprec.explain("auto", str(device))
-    print(f"mixprec bench: one training step of {workload.description} on {device}")
-    runs = [Run(option, workload, device) for option in usable]
-    per_round = [max(1, min(50, round(ROUND_SECONDS / r.calibrate()))) for r in runs]
-    progress = Progress(
-        f"timing {len(runs)} precisions in {describe_rounds(settings.rounds)}",
-        sum(r.estimate * n * settings.rounds for r, n in zip(runs, per_round, strict=True)),
-        sys.stderr,
-    )
-    interleave(runs, [[n] * settings.rounds for n in per_round], progress)
-    progress.close()
+    if not settings.as_json:
+        print(f"mixprec bench: one training step of {workload.description} on {device}")
+    with _memory_is_an_error(device, settings):
+        runs = [Run(option, workload, device) for option in usable]
+        per_round = [max(1, min(50, round(ROUND_SECONDS / r.calibrate()))) for r in runs]
+        progress = Progress(
+            f"timing {len(runs)} precisions in {describe_rounds(settings.rounds)}",
+            sum(r.estimate * n * settings.rounds for r, n in zip(runs, per_round, strict=True)),
+            sys.stderr,
+        )
+        interleave(runs, [[n] * settings.rounds for n in per_round], progress)
+        progress.close()
     rows = results(runs, auto.precision)
-    print(_bench_table(rows, unusable))
-    print(_verdict(rows))
-    if noise_note(rows):
-        print(noise_note(rows))
-    if settings.json_file is not None:
-        payload = _payload(settings, device, workload, rows, unusable, auto.precision)
-        settings.json_file.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {settings.json_file}")
+    if settings.as_json:
+        print(json.dumps(_payload(settings, device, workload, rows, unusable, auto.precision), indent=2))
+    else:
+        print(_bench_table(rows, unusable))
+        print(_verdict(rows))
+        if noise_note(rows):
+            print(noise_note(rows))
     if settings.plot_file is not None:
         plot(rows, f"{workload.description}, {device}", settings.plot_file)
-        print(f"wrote {settings.plot_file}")
+        print(f"wrote {settings.plot_file}", file=sys.stderr)
     return 0
 
 
@@ -395,6 +434,26 @@ def _check_settings(settings: BenchSettings) -> None:
     for name in ("rounds", "dim", "seq", "batch"):
         if getattr(settings, name) < 1:
             raise PrecisionError(f"--{name} must be at least 1, not {getattr(settings, name)}.")
+    if largest_tensor(settings.dim, settings.seq, settings.batch) > MAX_ELEMENTS:
+        raise PrecisionError(
+            f"--dim {settings.dim} --seq {settings.seq} --batch {settings.batch}: the block's largest tensor would"
+            f" hold over {MAX_ELEMENTS:,} elements, beyond any device's memory; use smaller sizes."
+        )
+
+
+@contextlib.contextmanager
+def _memory_is_an_error(device: Device, settings: BenchSettings) -> Iterator[None]:
+    """Turn the device running out of memory into a :class:`PrecisionError` that names the sizes to reduce."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        # A CUDA-like device raises OutOfMemoryError; torch's CPU allocator a plain RuntimeError saying so.
+        if not isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) and "can't allocate memory" not in str(exc):
+            raise
+        raise PrecisionError(
+            f"The block (--dim {settings.dim} --seq {settings.seq} --batch {settings.batch}) does not fit in the"
+            f" memory of {device}: use smaller sizes."
+        ) from None
 
 
 def _bench_table(rows: Sequence[Result], unusable: Sequence[tuple[str, str]]) -> str:
@@ -471,7 +530,7 @@ def _require_matplotlib() -> None:
     except ImportError:
         raise PrecisionError(
             "--plot needs matplotlib, which is not installed: pip install 'mixprec[plot]'"
-            " (or run without --plot; --json FILE writes the numbers)."
+            " (or run without --plot; --json -o FILE writes the numbers)."
         ) from None
 
 
@@ -492,4 +551,7 @@ def plot(rows: Sequence[Result], subtitle: str, path: Path) -> None:
     axes.set_xlim(0, max(speeds, default=1.0) * 1.35)
     axes.set_xlabel("training steps per second, relative to fp32 (32-true); higher is faster")
     axes.set_title(f"mixprec bench: orange is auto's choice, grey is slow here\n{subtitle}", fontsize=10)
-    figure.savefig(path, dpi=120)
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as exc:
+        raise PrecisionError(f"Cannot write the plot to {path}: {exc.strerror or exc}.") from None

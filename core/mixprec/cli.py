@@ -1,22 +1,60 @@
 """The ``mixprec`` command: list, explain, check, demo, bench.
 
-``list`` and ``explain`` import neither lightning nor (beyond what a backend's hardware probe needs)
-anything heavy; the other commands import what they run.
+One convention for output, for every command: text on stdout; ``--json`` prints JSON instead;
+``-o FILE`` writes that same output to FILE instead of stdout. Every file a command is asked to
+write (``-o``, ``bench --plot``) is checked writable before any work starts,
+so a bad path fails in a second, not after a benchmark. Progress and notes go to stderr.
+
+Exit status: 0 ok; 1 a check failed (``check``) or no precision can be chosen (``explain``); 2 a
+usage error or an error mixprec reports (``mixprec: error: ...``, never a traceback); 130
+interrupted; 141 stdout was closed early (``mixprec list | head``): the command stops quietly.
+
+``list`` and ``explain`` import no lightning; ``--help`` imports neither torch nor lightning.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import mixprec
 from mixprec._errors import PrecisionError
 
-__all__ = ["main"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_ERROR", "EXIT_FAILED", "EXIT_INTERRUPTED", "main"]
+
+#: A check failed, or ``explain`` found no precision to choose.
+EXIT_FAILED = 1
+#: A usage error, or a :class:`~mixprec.PrecisionError` the command reports as ``mixprec: error: ...``.
+EXIT_ERROR = 2
+#: Interrupted (Ctrl-C), as shells report SIGINT.
+EXIT_INTERRUPTED = 130
+#: stdout was closed before the output was written (a closed pipe), as shells report SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+_EPILOG = """\
+output, the same for every command:
+  (default)         text on stdout
+  --json            JSON on stdout instead of text
+  -o FILE           that same output written to FILE instead of stdout
+  Every FILE is checked writable before any work starts; progress goes to stderr.
+
+exit status:
+  0    ok; for check: no check failed (skipped checks are not failures)
+  1    check: a check failed; explain: no precision can be chosen
+  2    a usage error, or an error mixprec reports as "mixprec: error: ..."
+  130  interrupted
+  141  stdout was closed early (as in "mixprec list | head"); the command stops quietly
+"""
+
+
+# --- the commands -------------------------------------------------------------------------------
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -76,7 +114,7 @@ def _explain(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(explanation), indent=2))
     else:
         print(explanation)
-    return 0 if explanation.error is None else 1
+    return 0 if explanation.error is None else EXIT_FAILED
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -84,7 +122,7 @@ def _check(args: argparse.Namespace) -> int:
 
     report = Suite(args.backend, args.device, args.precision).run()
     print(report.to_json() if args.json else report)
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_FAILED
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -100,58 +138,155 @@ def _bench(args: argparse.Namespace) -> int:
     return bench.run(settings)
 
 
+# --- files --------------------------------------------------------------------------------------
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fail now, with what to do, unless ``path`` can be written; leave the file system as it was.
+
+    Opening the file is the only honest test (permissions, a read-only file system, a directory in
+    the way, a parent that does not exist): ``os.access`` answers yes to root for all of them.
+    """
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise PrecisionError(
+            f"{option} {path}: cannot write there ({exc.strerror or exc}); pass a file in a directory that exists"
+            " and that you can write to."
+        ) from None
+    if not existed:
+        path.unlink()
+
+
+def _write(path: Path, option: str, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise PrecisionError(f"{option} {path}: cannot write there ({exc.strerror or exc}).") from None
+
+
+@contextlib.contextmanager
+def _output(path: Path | None) -> Iterator[None]:
+    """Send what the command prints to stdout into ``path`` instead, once the command has finished without error."""
+    if path is None:
+        yield
+        return
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        yield
+    _write(path, "-o", captured.getvalue().encode("utf-8"))
+
+
+# --- the parser and main ------------------------------------------------------------------------
+
+
+def _output_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--json", action="store_true", help="print JSON instead of text")
+    options.add_argument(
+        "-o", "--output", type=Path, default=None, metavar="FILE", help="write the output to FILE instead of stdout"
+    )
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mixprec", description="Pick and check mixed-precision plugins for PyTorch and Lightning."
+        prog="mixprec",
+        description="Pick and check mixed-precision plugins for PyTorch and Lightning.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mixprec {mixprec.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    output = [_output_options()]
 
-    listing = commands.add_parser("list", help="every backend, device type and precision, with its status here")
+    listing = commands.add_parser(
+        "list", parents=output, help="every backend, device type and precision, with its status here"
+    )
     listing.add_argument("--device", default=None, help="ask only about this device, e.g. 'cuda:1'")
-    listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(run=_list)
 
-    explaining = commands.add_parser("explain", help="which backend serves a precision on a device, and why")
+    explaining = commands.add_parser(
+        "explain", parents=output, help="which backend serves a precision on a device, and why; exit 1 if none can"
+    )
     explaining.add_argument("precision", nargs="?", default="auto", help="e.g. bf16-mixed, 16-mixed, auto")
     explaining.add_argument("--device", default=None, help="e.g. cpu, cuda:1 (default: the best device present)")
     explaining.add_argument("--backend", default=None, help="force a backend by name")
-    explaining.add_argument("--json", action="store_true", help="print JSON")
     explaining.set_defaults(run=_explain)
 
     checking = commands.add_parser(
-        "check", help="run the conformance suite against a backend; exit 1 if a check fails (skips are not failures)"
+        "check",
+        parents=output,
+        help="run the conformance suite against a backend; exit 1 if a check fails (skips are not failures)",
     )
     checking.add_argument("backend", help="the backend's name, as `mixprec list` shows it")
     checking.add_argument("--device", default=None, help="e.g. cuda:1 (default: the backend's device type)")
     checking.add_argument("--precision", default=None, help="check only this precision (default: every one offered)")
-    checking.add_argument("--json", action="store_true", help="print JSON")
     checking.set_defaults(run=_check)
 
-    demoing = commands.add_parser("demo", help="train a small model in every precision usable here, side by side")
+    demoing = commands.add_parser(
+        "demo", parents=output, help="train a small model in every precision usable here, side by side"
+    )
     demoing.add_argument("--device", default=None, help="e.g. cpu, cuda:1 (default: the best device present)")
     demoing.add_argument("--steps", type=int, default=100, help="training steps per precision (default: %(default)s)")
-    demoing.add_argument("--json", action="store_true", help="print JSON instead of text")
     demoing.set_defaults(run=_demo)
 
-    benching = commands.add_parser("bench", help="time a transformer block's training step in each precision here")
+    benching = commands.add_parser(
+        "bench", parents=output, help="time a transformer block's training step in each precision here"
+    )
     benching.add_argument("--device", default=None, help="e.g. cpu, cuda:1 (default: the best device present)")
     benching.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
     benching.add_argument("--dim", type=int, default=256, help="the block's width (default: %(default)s)")
     benching.add_argument("--seq", type=int, default=128, help="sequence length (default: %(default)s)")
     benching.add_argument("--batch", type=int, default=8, help="batch size (default: %(default)s)")
-    benching.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
     benching.add_argument(
-        "--plot", type=Path, default=None, metavar="FILE", help="draw a PNG bar chart (needs mixprec[plot])"
+        "--plot", type=Path, default=None, metavar="FILE", help="also draw a PNG bar chart (needs mixprec[plot])"
     )
     benching.set_defaults(run=_bench)
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mixprec`` with ``argv`` (default: the command line); return the exit status (see the module)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("mixprec: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return int(args.run(args))
+        for option in ("output", "plot"):
+            path = getattr(args, option, None)
+            if path is not None:
+                _check_writable(path, "-o" if option == "output" else f"--{option}")
+        with _output(args.output):
+            code = int(args.run(args))
     except PrecisionError as exc:
         print(f"mixprec: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    # A closed pipe shows when the output is flushed: flush here, where main() can still exit quietly.
+    sys.stdout.flush()
+    return code
+
+
+def _discard_stdout() -> None:
+    """After a closed pipe, point stdout at devnull, so that Python's flush at exit does not fail again.
+
+    This is the recipe of Python's documentation for SIGPIPE ("Note on SIGPIPE" in the signal module).
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (captured, as in tests): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
