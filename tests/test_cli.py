@@ -34,7 +34,7 @@ def test_every_command_takes_json_and_output(command: str, capsys: pytest.Captur
 
 def test_help_documents_the_output_convention_and_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
     text = _help([], capsys)
-    for line in ("--json ", "-o FILE ", "checked writable before any work starts"):
+    for line in ("--json ", "-o FILE ", "--junit-xml FILE ", "checked writable before any work starts"):
         assert line in text
     statuses = text.split("exit status:")[1].split()
     assert {"0", "1", "2", "130", "141"} <= set(statuses)

@@ -2,7 +2,7 @@
 
 One convention for output, for every command: text on stdout; ``--json`` prints JSON instead;
 ``-o FILE`` writes that same output to FILE instead of stdout. Every file a command is asked to
-write (``-o``, ``bench --plot``) is checked writable before any work starts,
+write (``-o``, ``check --junit-xml``, ``bench --plot``) is checked writable before any work starts,
 so a bad path fails in a second, not after a benchmark. Progress and notes go to stderr.
 
 Exit status: 0 ok; 1 a check failed (``check``) or no precision can be chosen (``explain``); 2 a
@@ -19,15 +19,21 @@ import contextlib
 import io
 import json
 import os
+import platform
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mixprec
 from mixprec._errors import PrecisionError
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_ERROR", "EXIT_FAILED", "EXIT_INTERRUPTED", "main"]
+if TYPE_CHECKING:
+    from mixprec.testing import Report
+
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_ERROR", "EXIT_FAILED", "EXIT_INTERRUPTED", "junit_xml", "main"]
 
 #: A check failed, or ``explain`` found no precision to choose.
 EXIT_FAILED = 1
@@ -43,6 +49,7 @@ output, the same for every command:
   (default)         text on stdout
   --json            JSON on stdout instead of text
   -o FILE           that same output written to FILE instead of stdout
+  --junit-xml FILE  (check) a JUnit XML report as well, one testcase per precision:check
   Every FILE is checked writable before any work starts; progress goes to stderr.
 
 exit status:
@@ -120,8 +127,13 @@ def _explain(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from mixprec.testing import Suite
 
-    report = Suite(args.backend, args.device, args.precision).run()
+    suite = Suite(args.backend, args.device, args.precision)
+    start = time.perf_counter()
+    report = suite.run()
+    seconds = time.perf_counter() - start
     print(report.to_json() if args.json else report)
+    if args.junit_xml is not None:
+        _write(args.junit_xml, "--junit-xml", junit_xml(report, seconds))
     return 0 if report.ok else EXIT_FAILED
 
 
@@ -136,6 +148,63 @@ def _bench(args: argparse.Namespace) -> int:
 
     settings = bench.BenchSettings(args.device, args.rounds, args.dim, args.seq, args.batch, args.json, args.plot)
     return bench.run(settings)
+
+
+# --- JUnit XML ----------------------------------------------------------------------------------
+
+
+def junit_xml(report: Report, seconds: float) -> bytes:
+    """``report`` as a JUnit XML document: one testsuite for the backend on its device, one testcase per case.
+
+    Each testcase is named ``precision:check`` (as in the pytest class); a failure carries the
+    check's message, a skip its reason. The format is the one CI systems read (Jenkins, GitLab,
+    GitHub Actions' test reporters, Azure): ``<testsuites>`` around one ``<testsuite>``.
+    """
+    import xml.etree.ElementTree as ET
+
+    counts = {
+        "tests": str(len(report.results)),
+        "failures": str(report.count("failed")),
+        "errors": "0",
+        "skipped": str(report.count("skipped")),
+        "time": f"{seconds:.3f}",
+    }
+    suites = ET.Element("testsuites", {"name": "mixprec check", **counts})
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        {"name": f"mixprec check {report.backend} --device {report.device}", **counts, "hostname": platform.node()},
+    )
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("backend", report.backend),
+        ("device", report.device),
+        ("distribution", report.distribution or ""),
+        ("version", report.version or ""),
+        *((f"status {p}", f"{a.status}: {a.reason}" if a.reason else a.status) for p, a in report.availability.items()),
+    ):
+        ET.SubElement(properties, "property", {"name": name, "value": _xml_text(value)})
+    classname = f"mixprec.check.{report.backend}"
+    for result in report.results:
+        case = ET.SubElement(suite, "testcase", {"classname": classname, "name": f"{result.precision}:{result.check}"})
+        detail = _xml_text(result.detail)
+        if result.outcome == "failed":
+            failure = ET.SubElement(case, "failure", {"message": detail.split("\n", 1)[0], "type": "CheckFailed"})
+            failure.text = detail
+        elif result.outcome == "skipped":
+            ET.SubElement(case, "skipped", {"message": detail})
+    ET.indent(suites)
+    document: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot hold (control characters, lone surrogates) written as ``\\xNN``."""
+    return "".join(c if _xml_char(ord(c)) else f"\\x{ord(c):02x}" for c in text)
+
+
+def _xml_char(code: int) -> bool:
+    return code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or 0x10000 <= code <= 0x10FFFF
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -224,6 +293,13 @@ def _parser() -> argparse.ArgumentParser:
     checking.add_argument("backend", help="the backend's name, as `mixprec list` shows it")
     checking.add_argument("--device", default=None, help="e.g. cuda:1 (default: the backend's device type)")
     checking.add_argument("--precision", default=None, help="check only this precision (default: every one offered)")
+    checking.add_argument(
+        "--junit-xml",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write a JUnit XML report for CI, one testcase per precision:check",
+    )
     checking.set_defaults(run=_check)
 
     demoing = commands.add_parser(
@@ -264,10 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
-        for option in ("output", "plot"):
+        for option in ("output", "junit_xml", "plot"):
             path = getattr(args, option, None)
             if path is not None:
-                _check_writable(path, "-o" if option == "output" else f"--{option}")
+                _check_writable(path, "-o" if option == "output" else f"--{option.replace('_', '-')}")
         with _output(args.output):
             code = int(args.run(args))
     except PrecisionError as exc:
