@@ -1,34 +1,72 @@
-"""The Trainer's counterparts of :mod:`mixprec.precision`, for ``target="trainer"``.
+"""The Trainer's counterparts of mixprec's Fabric classes (:mod:`mixprec._fabric`), for ``target="trainer"``.
 
 ``lightning.pytorch.Trainer(plugins=[...])`` accepts only ``lightning.pytorch`` precision plugins,
-so these mirror the Fabric classes on the Trainer's base classes. They carry the names of the
-Lightning classes they extend on purpose: the Trainer files a precision plugin's state in a
-checkpoint under the class's ``__qualname__``, so with the same name a checkpoint moves between
-Lightning's own plugin and mixprec's in both directions without losing the GradScaler state.
+so these put the same mixins on the Trainer's base classes. They carry the names of the Lightning
+classes they extend on purpose: the Trainer files a precision plugin's state in a checkpoint under
+the class's ``__qualname__``, so with the same name a checkpoint moves between Lightning's own
+plugin and mixprec's in both directions without losing the GradScaler state.
 
-Importing this module imports ``lightning.pytorch``; nothing imports it unless a Trainer object is
-asked for.
+What they do beyond the Fabric classes' promises:
+
+- clipping, which the Trainer does in ``clip_gradients``, is refused only where it would be wrong:
+  with a scaler, for an optimizer that unscales inside ``step()``. Without a scaler a fused
+  optimizer clips and steps (Lightning 2.6.6's ``MixedPrecision`` refuses every fused optimizer,
+  Lightning #21435);
+- resuming a fit never loses scaler state: ``on_load_checkpoint`` sees the whole checkpoint before
+  the Trainer restores the entry filed under this class's name (and skips the others in silence).
+  GradScaler state that this precision cannot take is a :class:`~mixprec.StateDictError`; a
+  checkpoint without one, resumed into a precision with a scaler, is a
+  :class:`~mixprec.PrecisionWarning` that the scale starts fresh.
+
+Importing this module imports ``lightning.pytorch``; :mod:`mixprec.precision` imports it only when
+a Trainer object is asked for.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import torch
+from lightning.pytorch import LightningModule
 from lightning.pytorch.plugins import precision as lightning
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import GradClipAlgorithmType
+from torch.nn import Module
 from torch.optim import Optimizer
 
-from mixprec.precision import DeviceFSDP, ScalerGuard
+from mixprec._errors import PrecisionWarning, StateDictError
+from mixprec._fabric import DeviceFSDP, ScalerGuard
 
-if TYPE_CHECKING:
-    pass
+__all__ = [
+    "DoublePrecision",
+    "FSDPPrecision",
+    "HalfPrecision",
+    "MixedPrecision",
+    "Precision",
+    "mixed_precision",
+    "true_precision",
+]
 
-__all__ = ["FSDPPrecision", "MixedPrecision", "mixed_precision", "true_precision"]
+#: Where the Trainer files GradScaler state: under the ``__qualname__`` of Lightning's precision
+#: classes that carry a scaler, and under the key of checkpoints older than those classes.
+_SCALER_STATE_KEYS = ("MixedPrecision", "FSDPPrecision", "native_amp_scaling_state")
 
 
-class _ClipGuard(ScalerGuard):
-    """The Trainer unscales and clips in ``clip_gradients``: refuse there for an optimizer that unscales itself."""
+class _TrainerGuard(ScalerGuard):
+    """What each of mixprec's Trainer classes adds to Lightning's: clipping and resuming that lose nothing."""
+
+    #: Whether the run this object serves fits, so that a checkpoint given to it resumes training:
+    #: validating, testing or predicting from a checkpoint of another precision is fine.
+    _fitting = True
+
+    def connect(
+        self, model: Module, optimizers: list[Optimizer], lr_schedulers: list[Any]
+    ) -> tuple[Module, list[Optimizer], list[Any]]:
+        # The strategy connects the plugin in every run, before the Trainer restores a checkpoint.
+        self._fitting = _is_fitting(model)
+        return super().connect(model, optimizers, lr_schedulers)  # type: ignore[misc, no-any-return]
 
     def clip_gradients(
         self,
@@ -38,32 +76,99 @@ class _ClipGuard(ScalerGuard):
     ) -> None:
         if clip_val > 0:
             self.refuse_unscaling(optimizer)
-        super().clip_gradients(optimizer, clip_val, gradient_clip_algorithm)  # type: ignore[misc]
+        # Lightning's MixedPrecision.clip_gradients refuses every fused optimizer, scaler or not; the check
+        # above refuses only where unscaling is needed, so clip with the base class's code, which every
+        # other Lightning class uses as it is.
+        lightning.Precision.clip_gradients(self, optimizer, clip_val, gradient_clip_algorithm)  # type: ignore[arg-type]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._fitting:
+            _check_resumed_scaler_state(self, checkpoint)
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
 
 
-class MixedPrecision(_ClipGuard, lightning.MixedPrecision):
-    """Lightning Trainer's ``MixedPrecision`` on the resolved device, with safe state loading."""
+def _is_fitting(model: Module) -> bool:
+    """Whether the Trainer of the LightningModule in ``model`` (wrapped or not) is fitting; True when unknown."""
+    for module in model.modules():
+        if isinstance(module, LightningModule):
+            # ``LightningModule.trainer`` raises where no Trainer is attached; the attribute is None there.
+            trainer = module._trainer
+            return trainer is None or trainer.state.fn == TrainerFn.FITTING
+    return True
 
 
-class FSDPPrecision(DeviceFSDP, _ClipGuard, lightning.FSDPPrecision):
-    """Lightning Trainer's ``FSDPPrecision`` with the autocast device and the scaler taken from the request."""
+def _check_resumed_scaler_state(plugin: _TrainerGuard, checkpoint: dict[str, Any]) -> None:
+    """Refuse GradScaler state ``plugin`` cannot take, warn when it gets none, and file state saved under
+    another Lightning class's name under ``plugin``'s, where the Trainer will load it."""
+    saved = {key: checkpoint[key] for key in _SCALER_STATE_KEYS if checkpoint.get(key)}
+    if plugin.scaler is None:
+        if saved:
+            key, state = next(iter(saved.items()))
+            raise StateDictError(_unresumable(plugin.precision, key, state))
+        return
+    own = type(plugin).__qualname__
+    if own in saved or ("native_amp_scaling_state" in saved and isinstance(plugin, lightning.MixedPrecision)):
+        return  # the Trainer loads it next, through load_state_dict
+    if saved:
+        # A "16-mixed" run resumed with FSDP or without it: the state fits, under another class's name.
+        checkpoint[own] = next(iter(saved.values()))
+        return
+    warnings.warn(
+        f"The checkpoint holds no GradScaler state: it was saved by a run without loss scaling ('bf16-mixed' or a"
+        f" 'true' precision). This {plugin.precision!r} run starts with a fresh scale of {plugin.scaler.get_scale()},"
+        " as a new run does, and may skip its first steps while the scale settles.",
+        PrecisionWarning,
+        stacklevel=2,
+    )
+
+
+def _unresumable(precision: str, key: str, state: Any) -> str:
+    scale = state.get("scale") if isinstance(state, Mapping) else None
+    where = f"under {key!r}, scale {float.__repr__(scale)}" if isinstance(scale, float) else f"under {key!r}"
+    return (
+        f"The checkpoint holds GradScaler state ({where}), saved by a '16-mixed' run, and this {precision!r}"
+        " precision has no GradScaler to take it: resuming would drop it in silence. To continue that run, resume"
+        " it in '16-mixed': get_precision('16-mixed', device, target='trainer'). To go on in"
+        f" {precision!r} without loss scaling on purpose, drop the state before it is restored, in your"
+        f" LightningModule: def on_load_checkpoint(self, checkpoint): checkpoint.pop({key!r}, None)."
+    )
+
+
+class MixedPrecision(_TrainerGuard, lightning.MixedPrecision):
+    """The Trainer's ``MixedPrecision`` ("16-mixed", "bf16-mixed") on the resolved device."""
+
+
+class FSDPPrecision(DeviceFSDP, _TrainerGuard, lightning.FSDPPrecision):
+    """The Trainer's ``FSDPPrecision``, for every precision FSDP trains in, on the requested device."""
+
+
+class Precision(_TrainerGuard, lightning.Precision):
+    """The Trainer's "32-true" ``Precision``."""
+
+
+class DoublePrecision(_TrainerGuard, lightning.DoublePrecision):
+    """The Trainer's ``DoublePrecision`` ("64-true")."""
+
+
+class HalfPrecision(_TrainerGuard, lightning.HalfPrecision):
+    """The Trainer's ``HalfPrecision`` ("16-true", "bf16-true")."""
 
 
 def mixed_precision(
     precision: str, device: str, scaler: torch.amp.GradScaler | None, strategy: str | None
 ) -> lightning.Precision:
-    """The Trainer's autocast precision; ``strategy`` is "fsdp" or None, as :mod:`mixprec.precision` resolved it."""
+    """The Trainer's autocast object; ``strategy`` is "fsdp" or None, as :mod:`mixprec.precision` resolved it."""
     if strategy == "fsdp":
         return FSDPPrecision(precision, device, scaler=scaler)  # type: ignore[arg-type]
     return MixedPrecision(precision, device, scaler=scaler)  # type: ignore[arg-type]
 
 
-def true_precision(precision: str, strategy: str | None) -> lightning.Precision:
-    """The Trainer's precision without autocast or scaler: Lightning's own classes serve as they are."""
+def true_precision(precision: str, device: str, strategy: str | None) -> lightning.Precision:
+    """The Trainer's object without autocast or scaler; ``strategy`` as for :func:`mixed_precision`."""
     if strategy == "fsdp":
-        return lightning.FSDPPrecision(precision)  # type: ignore[arg-type]
+        return FSDPPrecision(precision, device)
     if precision == "32-true":
-        return lightning.Precision()
+        return Precision()
     if precision == "64-true":
-        return lightning.DoublePrecision()
-    return lightning.HalfPrecision(precision)  # type: ignore[arg-type]
+        return DoublePrecision()
+    return HalfPrecision(precision)  # type: ignore[arg-type]

@@ -1,364 +1,297 @@
-"""The precision objects mixprec hands out, and the builders backends use to make them.
+"""Building precision objects: what a backend's policy calls in ``create(request)``.
 
-Every object is a Lightning ``Precision``. Where Lightning's own class behaves right it is used
-as it is; the subclasses here change only what Lightning gets wrong for mixprec's purpose:
+A backend that only decides *where* a standard precision runs builds the standard object, and its
+whole ``create`` is :func:`standard_precision`::
 
-- the autocast device is the resolved device, never guessed (Lightning's ``FSDPPrecision``
-  hard-codes "cuda");
-- the GradScaler is built for the resolved device with the options the user passed (Lightning's
-  ``FSDPPrecision`` drops a scaler passed to it and builds one for "cuda");
-- ``load_state_dict`` never drops scaler state silently: a state that does not fit is an error,
-  for the "true" precisions too (Lightning's ignore any state);
-- gradient clipping with an optimizer that unscales inside ``step()`` (fused or capturable) is a
-  :class:`~mixprec.PrecisionError` that says what to do (Lightning raises ``NotImplementedError``).
+    from mixprec.precision import standard_precision
 
-A backend's policy calls :func:`mixed_precision` or :func:`true_precision` from its ``create``.
-This module imports torch and ``lightning.fabric``; the Trainer's classes are imported only for
-``target="trainer"``.
+
+    def create(request):
+        return standard_precision(request)
+
+:func:`mixed_precision` and :func:`true_precision` build one family each. A backend with an
+object of its own builds it from the pieces: :func:`make_scaler` (the GradScaler with the user's
+options), :func:`strategy_family` (which precision class the requested Lightning strategy takes),
+:class:`AutocastPrecision` (the class of mixprec's mixed precisions for Fabric, to subclass) and
+:class:`ScalerGuard` (the mixin that makes any Lightning precision refuse state it cannot take).
+
+Importing this module imports torch, never lightning, so a policy may import it at module level
+and ``mixprec list`` still imports no lightning. Lightning comes in when the first object is built
+(``lightning.fabric``; ``lightning.pytorch`` too for ``target="trainer"``), when a strategy is
+looked up, or when :class:`AutocastPrecision` or :class:`ScalerGuard` is first used.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-import math
-import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from lightning.fabric.plugins.precision import (
-    DoublePrecision,
-    FSDPPrecision,
-    HalfPrecision,
-    MixedPrecision,
-    Precision,
-)
-from lightning.fabric.plugins.precision.utils import _convert_fp_tensor
-from lightning_utilities.core.apply_func import apply_to_collection
-from torch.optim import Optimizer
-from typing_extensions import override
 
 from mixprec._backend import Request
-from mixprec._errors import OptionError, PrecisionError, StateDictError
+from mixprec._contract import STANDARD_CONTRACTS
+from mixprec._errors import OptionError, PrecisionError
+from mixprec._scaler import SCALER_OPTIONS, check_options
 
 if TYPE_CHECKING:
-    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+    from lightning.fabric.plugins.precision import Precision
+
+    from mixprec._fabric import AutocastPrecision, ScalerGuard
 
 __all__ = [
-    "AutocastFSDPPrecision",
-    "AutocastPrecision",
-    "DeviceFSDP",
-    "ScalerGuard",
-    "DoubleTruePrecision",
-    "FSDPTruePrecision",
-    "FullPrecision",
-    "HalfTruePrecision",
     "MIXED_DTYPES",
     "SCALER_OPTIONS",
     "TRUE_PRECISIONS",
-    "lightning_scaler_ignored",
-    "load_scaler_state",
+    "AutocastPrecision",
+    "ScalerGuard",
     "make_scaler",
     "mixed_precision",
-    "refuse_unscaling_inside_step",
-    "served_strategies",
+    "standard_precision",
+    "strategy_family",
     "true_precision",
 ]
 
-#: The autocast dtype of each standard mixed precision.
+#: The autocast dtype of each standard mixed precision that :func:`mixed_precision` builds.
 MIXED_DTYPES: Mapping[str, torch.dtype] = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 #: The precisions without autocast or scaler that :func:`true_precision` builds.
 TRUE_PRECISIONS = ("32-true", "64-true", "16-true", "bf16-true")
-#: Options ``get_precision`` passes to ``torch.amp.GradScaler`` for a precision with a scaler.
-SCALER_OPTIONS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval")
-#: What ``GradScaler.state_dict()`` holds for an enabled scaler (torch >= 2.0).
-_SCALER_KEYS = frozenset({"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"})
+
+#: The classes resolved at first use, each with the module that imports lightning for it.
+_LAZY = {"AutocastPrecision": "mixprec._fabric", "ScalerGuard": "mixprec._fabric"}
 #: Lightning's strategy classes that take an ordinary precision plugin (Fabric and Trainer alike).
 _PLAIN_STRATEGY_CLASSES = ("DDPStrategy", "DataParallelStrategy", "SingleDeviceStrategy")
 
 
-def make_scaler(request: Request) -> torch.amp.GradScaler:
-    """A GradScaler for the request's device type, configured from ``request.options``.
+def standard_precision(request: Request) -> Precision:
+    """Build the standard object for ``request``, as its precision's standard contract says.
 
-    For FSDP it is a ``ShardedGradScaler``, which agrees across ranks on whether to skip a step.
+    "16-mixed" is autocast to float16 with a GradScaler (built by :func:`make_scaler` from the
+    user's options), "bf16-mixed" autocast to bfloat16, and "32-true", "64-true", "16-true",
+    "bf16-true" Lightning's classes for them. The object is for ``request.target`` (Fabric or the
+    Trainer) and the strategy family of ``request.strategy`` (see :func:`strategy_family`), on
+    ``request.device``. Every call builds a new object.
+
+    Args:
+        request: the request the policy's ``create`` was given.
+
+    Returns:
+        A new Lightning ``Precision`` (for ``target="trainer"`` a ``lightning.pytorch`` one).
+
+    Raises:
+        PrecisionError: the precision is not one of the above ("fp8-mixed" needs a backend that
+            converts the model's layers), or the strategy is not served (see :func:`strategy_family`).
+        OptionError: an option the precision does not take, or a GradScaler option out of range.
+
+    Example:
+        The whole ``create`` of a backend that only says where the standard precisions run::
+
+            from lightning.fabric.plugins.precision import Precision
+
+            from mixprec import Request
+            from mixprec.precision import standard_precision
+
+
+            def create(request: Request) -> Precision:
+                return standard_precision(request)
     """
-    _check_options(request, SCALER_OPTIONS)
-    _check_scaler_values(request.options)
-    try:
-        if _strategy(request) == "fsdp":
-            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-
-            return ShardedGradScaler(device=request.device.type, **request.options)
-        return torch.amp.GradScaler(request.device.type, **request.options)
-    except (TypeError, ValueError) as exc:
-        raise OptionError(f"Invalid GradScaler options {dict(request.options)!r}: {exc}") from None
-
-
-#: Each GradScaler option's valid values, as a test and the words for an error message. torch only
-#: asserts some of these (and not at all under ``python -O``), and accepts nonsense for the others.
-_SCALER_VALUES: Mapping[str, tuple[Callable[[Any], bool], str]] = {
-    "init_scale": (lambda v: _is_number(v) and 0 < v < math.inf, "a positive finite number"),
-    "growth_factor": (lambda v: _is_number(v) and 1 < v < math.inf, "a finite number greater than 1"),
-    "backoff_factor": (lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1"),
-    "growth_interval": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive int"),
-}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_scaler_values(options: Mapping[str, Any]) -> None:
-    bad = [
-        f"{name}={value!r} (must be {_SCALER_VALUES[name][1]})"
-        for name, value in options.items()
-        if not _SCALER_VALUES[name][0](value)
-    ]
-    if bad:
-        raise OptionError(f"Invalid GradScaler option(s): {', '.join(bad)}.")
-
-
-def refuse_unscaling_inside_step(optimizer: Any) -> None:
-    """Raise if ``optimizer`` unscales inside its own ``step()``, so its gradients cannot be unscaled first."""
-    if getattr(optimizer, "_step_supports_amp_scaling", False):
-        raise PrecisionError(
-            f"{type(optimizer).__name__} unscales its gradients inside step() (fused=True or capturable=True),"
-            " so they cannot be unscaled for clipping first, and clipping the scaled gradients would be wrong."
-            " Create the optimizer without fused/capturable to clip gradients, or do not clip."
-        )
-
-
-def load_scaler_state(scaler: torch.amp.GradScaler | None, state: Any, precision: str) -> None:
-    """Load a ``state_dict`` into ``scaler``, or raise StateDictError: never drop state silently."""
-    if not isinstance(state, Mapping):
-        raise StateDictError(
-            f"Cannot load a {type(state).__name__} into a {precision!r} precision: pass the dict that"
-            " its state_dict() returned."
-        )
-    if scaler is None:
-        if state:
-            raise StateDictError(
-                f"This {precision!r} precision has no GradScaler, but the state holds GradScaler state"
-                f" (keys {sorted(state)}). It was saved from a precision with a scaler: load it into a"
-                " '16-mixed' object, or leave the precision state out of the checkpoint."
-            )
-        return
-    if not state:
-        raise StateDictError(
-            f"The state is empty, so it holds no GradScaler state for this {precision!r} precision:"
-            " it was saved from a precision without a scaler. Load the checkpoint into an object of"
-            " that precision, or load nothing and start with a fresh scale."
-        )
-    missing = sorted(_SCALER_KEYS - set(state))
-    if missing:
-        raise StateDictError(
-            f"The GradScaler state is incomplete: missing {missing}. Pass the whole dict that state_dict() returned."
-        )
-    scaler.load_state_dict(dict(state))
-
-
-@contextmanager
-def lightning_scaler_ignored() -> Iterator[None]:
-    """Silence the warning of the "cuda" ShardedGradScaler that Lightning's ``FSDPPrecision.__init__``
-    builds for "16-mixed" on a machine without CUDA: mixprec replaces that scaler right after."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*GradScaler is enabled, but CUDA is not available")
-        yield
-
-
-_ATOMS = frozenset({str, int, float, bool, type(None)})
-
-
-def _convert_floating(data: Any, dtype: torch.dtype) -> Any:
-    """``data`` with its floating tensors cast to ``dtype``: Lightning's ``apply_to_collection`` result.
-
-    A batch's plain containers (dict, list, tuple, namedtuple) are rebuilt here, at a fraction of
-    ``apply_to_collection``'s cost per element; anything else is handed to it, so results are the same.
-    """
-    if isinstance(data, torch.Tensor):
-        return data.to(dtype) if data.is_floating_point() else data
-    cls = data.__class__
-    if cls is dict:
-        return {key: _convert_floating(value, dtype) for key, value in data.items()}
-    if cls is list:
-        return [_convert_floating(item, dtype) for item in data]
-    if cls is tuple:
-        return tuple([_convert_floating(item, dtype) for item in data])
-    if cls in _ATOMS:
-        return data
-    if isinstance(data, tuple) and hasattr(data, "_asdict") and hasattr(data, "_fields"):
-        return cls(*[_convert_floating(item, dtype) for item in data])
-    return apply_to_collection(data, torch.Tensor, _convert_fp_tensor, dst_type=dtype)
-
-
-class ScalerGuard:
-    """What mixprec adds to a Lightning precision that may carry a GradScaler, Fabric's and the Trainer's.
-
-    ``load_state_dict`` loads the whole scaler state or raises :class:`~mixprec.StateDictError`;
-    :meth:`refuse_unscaling` is the check both targets make before unscaling for clipping.
-    """
-
-    precision: Any
-    device: Any
-    scaler: Any
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        load_scaler_state(self.scaler, state_dict, self.precision)
-
-    def refuse_unscaling(self, optimizer: Any) -> None:
-        if self.scaler is not None:
-            refuse_unscaling_inside_step(optimizer)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}(precision={self.precision!r}, device={self.device!r})"
-        )
-
-
-class DeviceFSDP:
-    """Lightning's ``FSDPPrecision`` (Fabric's or the Trainer's), autocasting on the requested device with
-    the requested scaler: Lightning's hard-codes "cuda" for both."""
-
-    precision: Any
-
-    def __init__(self, precision: Any, device: str, scaler: ShardedGradScaler | None = None) -> None:
-        with lightning_scaler_ignored():
-            super().__init__(precision)  # type: ignore[call-arg]
-        self.device = device
-        self.scaler = scaler
-
-    def forward_context(self) -> AbstractContextManager[Any]:
-        if self.precision in MIXED_DTYPES:
-            return torch.autocast(self.device, dtype=MIXED_DTYPES[self.precision])
-        return super().forward_context()  # type: ignore[misc, no-any-return]
-
-
-class AutocastPrecision(ScalerGuard, MixedPrecision):
-    """Lightning Fabric's ``MixedPrecision`` on the device mixprec resolved, with safe state loading."""
-
-    @override
-    def unscale_gradients(self, optimizer: Optimizer) -> None:
-        self.refuse_unscaling(optimizer)
-        super().unscale_gradients(optimizer)
-
-    @override
-    def convert_input(self, data: Any) -> Any:
-        return _convert_floating(data, self._desired_input_dtype)
-
-    @override
-    def convert_output(self, data: Any) -> Any:
-        return _convert_floating(data, torch.get_default_dtype())
-
-
-class AutocastFSDPPrecision(DeviceFSDP, ScalerGuard, FSDPPrecision):
-    """Lightning Fabric's ``FSDPPrecision`` with the autocast device and the scaler taken from the request."""
-
-    @override
-    def unscale_gradients(self, optimizer: Optimizer) -> None:
-        self.refuse_unscaling(optimizer)
-        super().unscale_gradients(optimizer)
-
-
-class _RefusesScalerState:
-    """For precisions without a scaler: a GradScaler state handed to ``load_state_dict`` is an error."""
-
-    precision: Any
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        load_scaler_state(None, state_dict, self.precision)
-
-
-class FullPrecision(_RefusesScalerState, Precision):
-    """Lightning's "32-true" ``Precision``, refusing scaler state instead of ignoring it."""
-
-
-class DoubleTruePrecision(_RefusesScalerState, DoublePrecision):
-    """Lightning's ``DoublePrecision`` ("64-true"), refusing scaler state instead of ignoring it."""
-
-
-class HalfTruePrecision(_RefusesScalerState, HalfPrecision):
-    """Lightning's ``HalfPrecision`` ("16-true", "bf16-true"), refusing scaler state instead of ignoring it."""
-
-
-class FSDPTruePrecision(_RefusesScalerState, FSDPPrecision):
-    """Lightning's ``FSDPPrecision`` for the "true" precisions, refusing scaler state instead of ignoring it."""
+    precision = request.precision
+    if precision in MIXED_DTYPES:
+        return mixed_precision(request, scaler=STANDARD_CONTRACTS[precision].loss_scaling)
+    if precision in TRUE_PRECISIONS:
+        return true_precision(request)
+    hint = (
+        " 'fp8-mixed' replaces the model's linear layers, which only a backend for it does (such as mixprec-fp8)."
+        if precision == "fp8-mixed"
+        else ""
+    )
+    raise PrecisionError(f"standard_precision() builds {[*MIXED_DTYPES, *TRUE_PRECISIONS]}, not {precision!r}.{hint}")
 
 
 def mixed_precision(request: Request, *, scaler: bool) -> Precision:
-    """Build the autocast precision for ``request`` ("16-mixed" or "bf16-mixed").
+    """Build the autocast object for ``request``: "16-mixed" or "bf16-mixed".
 
-    ``scaler`` says whether the device needs a GradScaler (fp16 does, bf16 does not).
+    ``forward_context()`` autocasts to :data:`MIXED_DTYPES` ``[precision]`` on the request's device
+    type. With a scaler, the object carries the GradScaler :func:`make_scaler` builds from the
+    user's options, ``backward`` scales the loss and ``optimizer_step`` skips a step whose gradients
+    overflowed. For Fabric the object is an :class:`AutocastPrecision`; for
+    ``strategy_family(request) == "fsdp"`` it is Lightning's ``FSDPPrecision`` on the request's
+    device; for ``target="trainer"`` the Trainer's classes of the same names as Lightning's.
+
+    Args:
+        request: the request the policy's ``create`` was given.
+        scaler: whether the object carries a GradScaler: True for "16-mixed" (float16 needs loss
+            scaling on every device), False for "bf16-mixed" (bfloat16 has float32's range), as
+            their standard contracts fix. :func:`standard_precision` passes the right value.
+
+    Returns:
+        A new Lightning ``Precision``.
+
+    Raises:
+        PrecisionError: the precision is not a mixed one, ``scaler`` disagrees with its contract,
+            or the strategy is not served (see :func:`strategy_family`).
+        OptionError: options for "bf16-mixed" (it takes none), or a GradScaler option that is
+            unknown or out of range.
+
+    Example:
+        A backend that serves "16-mixed" and "bf16-mixed" alike::
+
+            from mixprec.precision import mixed_precision
+
+
+            def create(request):
+                return mixed_precision(request, scaler=request.precision == "16-mixed")
     """
-    if request.precision not in MIXED_DTYPES:
-        raise PrecisionError(f"mixed_precision() builds {sorted(MIXED_DTYPES)}, not {request.precision!r}.")
-    strategy = _strategy(request)
+    precision = request.precision
+    if precision not in MIXED_DTYPES:
+        raise PrecisionError(f"mixed_precision() builds {list(MIXED_DTYPES)}, not {precision!r}.")
+    needs_scaler = STANDARD_CONTRACTS[precision].loss_scaling
+    if scaler != needs_scaler:
+        has = "has" if needs_scaler else "has no"
+        raise PrecisionError(
+            f"mixed_precision(request, scaler={scaler!r}) for {precision!r}: the standard contract of {precision!r}"
+            f" {has} loss scaling, so pass scaler={needs_scaler}, or build it with standard_precision(request)."
+        )
+    family = strategy_family(request)
+    grad_scaler = _make_scaler(request, family) if scaler else None
     if not scaler:
         _check_options(request, ())
-    grad_scaler = make_scaler(request) if scaler else None
     device = request.device.type
     if request.target == "trainer":
         from mixprec import _trainer
 
-        return _trainer.mixed_precision(request.precision, device, grad_scaler, strategy)
-    if strategy == "fsdp":
-        return AutocastFSDPPrecision(request.precision, device, scaler=grad_scaler)  # type: ignore[arg-type]
-    return AutocastPrecision(request.precision, device, scaler=grad_scaler)  # type: ignore[arg-type]
+        return _trainer.mixed_precision(precision, device, grad_scaler, family)
+    from mixprec import _fabric
+
+    return _fabric.mixed_precision(precision, device, grad_scaler, family)
 
 
 def true_precision(request: Request) -> Precision:
-    """Build the precision for "32-true", "64-true", "16-true" or "bf16-true": no autocast, no scaler."""
+    """Build the object for "32-true", "64-true", "16-true" or "bf16-true": no autocast, no scaler.
+
+    Lightning's ``Precision``, ``DoublePrecision`` or ``HalfPrecision`` (``FSDPPrecision`` for
+    ``strategy_family(request) == "fsdp"``), Fabric's or the Trainer's as ``request.target`` says,
+    refusing GradScaler state given to ``load_state_dict`` instead of ignoring it.
+
+    Args:
+        request: the request the policy's ``create`` was given.
+
+    Returns:
+        A new Lightning ``Precision``.
+
+    Raises:
+        PrecisionError: the precision is not a "true" one, it is "64-true" under FSDP (which does
+            not train in float64), or the strategy is not served (see :func:`strategy_family`).
+        OptionError: any option (the "true" precisions take none).
+
+    Example:
+        A backend that serves the mixed precisions itself and leaves the "true" ones standard::
+
+            from mixprec.precision import TRUE_PRECISIONS, true_precision
+
+
+            def create(request):
+                if request.precision in TRUE_PRECISIONS:
+                    return true_precision(request)
+                return build_my_mixed_precision(request)
+    """
     precision = request.precision
     if precision not in TRUE_PRECISIONS:
         raise PrecisionError(f"true_precision() builds {list(TRUE_PRECISIONS)}, not {precision!r}.")
     _check_options(request, ())
-    strategy = _strategy(request)
-    if strategy == "fsdp" and precision == "64-true":
+    family = strategy_family(request)
+    if family == "fsdp" and precision == "64-true":
         raise PrecisionError("FSDP does not train in '64-true'; use '32-true' or a mixed precision.")
+    device = request.device.type
     if request.target == "trainer":
         from mixprec import _trainer
 
-        return _trainer.true_precision(precision, strategy)
-    if strategy == "fsdp":
-        return FSDPTruePrecision(precision)  # type: ignore[arg-type]
-    if precision == "32-true":
-        return FullPrecision()
-    if precision == "64-true":
-        return DoubleTruePrecision()
-    return HalfTruePrecision(precision)  # type: ignore[arg-type]
+        return _trainer.true_precision(precision, device, family)
+    from mixprec import _fabric
+
+    return _fabric.true_precision(precision, device, family)
 
 
-def served_strategies(target: str) -> dict[str, str | None]:
-    """The strategy names Lightning registers for ``target`` that mixprec builds precisions for.
+def make_scaler(request: Request) -> torch.amp.GradScaler:
+    """Build a new GradScaler for ``request``: on its device type, configured from ``request.options``.
 
-    Each maps to the precision family it takes: "fsdp" for the FSDP strategies, None for those
-    that take an ordinary precision plugin (DDP and its variants, DP, a single device).
+    ``torch.amp.GradScaler(request.device.type, **options)``, or for
+    ``strategy_family(request) == "fsdp"`` a ``ShardedGradScaler``, which agrees across ranks on
+    whether to skip a step. Every option must be one of :data:`SCALER_OPTIONS`, with a value the
+    scaler's tensors can keep: ``init_scale`` a float32 from the smallest normal (1.1754944e-38)
+    to the largest (3.4028235e+38), ``growth_factor`` above 1 and ``backoff_factor`` between 0 and
+    1 once rounded to float32, ``growth_interval`` an int from 1 to 2**31 - 1 (the growth tracker is
+    an int32 tensor); and one backoff from the initial scale must leave a normal float32 (else torch
+    would unscale by an infinite reciprocal at the first overflow and turn the weights inf or NaN).
+
+    Args:
+        request: the request the policy's ``create`` was given.
+
+    Returns:
+        A new, enabled ``torch.amp.GradScaler``.
+
+    Raises:
+        OptionError: an option that is not a GradScaler's, or a value outside its range (the message
+            says the range).
+        PrecisionError: the strategy is not served (see :func:`strategy_family`).
+
+    Example:
+        A backend's own subclass of :class:`AutocastPrecision`, with the user's scaler options::
+
+            from mixprec.precision import make_scaler
+
+            scaler = make_scaler(request) if request.precision == "16-mixed" else None
+            return MyAutocastPrecision(request.precision, request.device.type, scaler=scaler)
     """
-    strategies, registered = _lightning_strategies(target)
-    plain = tuple(getattr(strategies, name) for name in _PLAIN_STRATEGY_CLASSES if hasattr(strategies, name))
-    served: dict[str, str | None] = {"auto": None}
-    for name, cls in registered.items():
-        if cls is strategies.FSDPStrategy:
-            served[name] = "fsdp"
-        elif cls in plain:
-            served[name] = None
-    return served
+    return _make_scaler(request, strategy_family(request))
 
 
-def _lightning_strategies(target: str) -> tuple[Any, dict[str, type]]:
-    """Lightning's strategies package for ``target`` and its registry, as name -> strategy class."""
-    package = "lightning.pytorch" if target == "trainer" else "lightning.fabric"
-    strategies = importlib.import_module(f"{package}.strategies")
-    registry = strategies.StrategyRegistry if target == "trainer" else strategies.STRATEGY_REGISTRY
-    return strategies, {name: entry["strategy"] for name, entry in registry.items()}
+def _make_scaler(request: Request, family: str | None) -> torch.amp.GradScaler:
+    _check_options(request, SCALER_OPTIONS)
+    options = check_options(request.options)
+    if family == "fsdp":
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler(device=request.device.type, **options)  # type: ignore[arg-type]
+    return torch.amp.GradScaler(request.device.type, **options)  # type: ignore[arg-type]
 
 
-def _strategy(request: Request) -> str | None:
+def strategy_family(request: Request) -> Literal["fsdp"] | None:
+    """Which kind of precision class the Lightning strategy ``request.strategy`` takes.
+
+    "fsdp" for Lightning's FSDP strategies ("fsdp", "fsdp_cpu_offload", ...), which take only an
+    ``FSDPPrecision``; None for no strategy, "auto", and the strategies that take an ordinary
+    precision plugin (DDP and its variants, DP, a single device). A name is looked up in
+    Lightning's strategy registry for ``request.target``, imported only then.
+
+    Args:
+        request: the request the policy's ``create`` was given.
+
+    Returns:
+        "fsdp" or None.
+
+    Raises:
+        PrecisionError: the strategy works only with a precision class of its own that mixprec does
+            not build (DeepSpeed, XLA), or Lightning has no strategy of that name; the message
+            lists the strategies mixprec serves, with the closest name.
+
+    Example:
+        A backend whose objects suit the ordinary strategies only::
+
+            from mixprec import PrecisionError
+            from mixprec.precision import strategy_family
+
+
+            def create(request):
+                if strategy_family(request) is not None:
+                    raise PrecisionError("mixprec-x builds no precision for FSDP: leave strategy unset.")
+                return MyPrecision()
+    """
     name = request.strategy
     if name is None or name == "auto":
         return None
-    served = served_strategies(request.target)
+    served = _served_strategies(request.target)
     if name in served:
         return served[name]
     names = ", ".join(sorted(served))
@@ -378,6 +311,28 @@ def _strategy(request: Request) -> str | None:
     )
 
 
+def _served_strategies(target: str) -> dict[str, Literal["fsdp"] | None]:
+    """The strategy names Lightning registers for ``target`` that mixprec builds precisions for, each
+    with its family: "fsdp" for the FSDP strategies, None for those that take an ordinary plugin."""
+    strategies, registered = _lightning_strategies(target)
+    plain = tuple(getattr(strategies, name) for name in _PLAIN_STRATEGY_CLASSES if hasattr(strategies, name))
+    served: dict[str, Literal["fsdp"] | None] = {"auto": None}
+    for name, cls in registered.items():
+        if cls is strategies.FSDPStrategy:
+            served[name] = "fsdp"
+        elif cls in plain:
+            served[name] = None
+    return served
+
+
+def _lightning_strategies(target: str) -> tuple[Any, dict[str, type]]:
+    """Lightning's strategies package for ``target`` and its registry, as name -> strategy class."""
+    package = "lightning.pytorch" if target == "trainer" else "lightning.fabric"
+    strategies = importlib.import_module(f"{package}.strategies")
+    registry = strategies.StrategyRegistry if target == "trainer" else strategies.STRATEGY_REGISTRY
+    return strategies, {name: entry["strategy"] for name, entry in registry.items()}
+
+
 def _check_options(request: Request, valid: tuple[str, ...]) -> None:
     unknown = sorted(set(request.options) - set(valid))
     if unknown:
@@ -385,3 +340,16 @@ def _check_options(request: Request, valid: tuple[str, ...]) -> None:
         raise OptionError(
             f"Unknown option(s) {unknown} for {request.precision!r} from backend {request.backend!r}: it {takes}."
         )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -1,0 +1,259 @@
+"""Lightning Fabric's precision classes, changed only where they are wrong for mixprec.
+
+Every object is a ``lightning.fabric.plugins.precision.Precision``, so ``Fabric(plugins=[p])``
+takes it as it is. What the classes here change:
+
+- the autocast device is the resolved device, never guessed (Lightning's ``FSDPPrecision``
+  hard-codes "cuda");
+- the GradScaler is the one built for the request (Lightning's ``FSDPPrecision`` drops a scaler
+  passed to it and builds one for "cuda");
+- ``load_state_dict`` never drops scaler state in silence: a state that does not fit is a
+  :class:`~mixprec.StateDictError`, for the "true" precisions too (Lightning's ignore any state);
+- unscaling for clipping with an optimizer that unscales inside ``step()`` (fused or capturable)
+  is an :class:`~mixprec.UnscalingError` that says what to do, and still the
+  ``NotImplementedError`` Lightning raises there.
+
+Importing this module imports ``lightning.fabric``. :mod:`mixprec.precision` imports it when it
+first builds an object or is asked for :class:`AutocastPrecision` or :class:`ScalerGuard`, never
+when it is itself imported. The Trainer's classes (:mod:`mixprec._trainer`) reuse the mixins here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.fabric.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+from lightning.fabric.plugins.precision import FSDPPrecision as LightningFSDPPrecision
+from lightning.fabric.plugins.precision.utils import _convert_fp_tensor
+from lightning_utilities.core.apply_func import apply_to_collection
+from torch.optim import Optimizer
+from typing_extensions import override
+
+from mixprec._errors import UnscalingError
+from mixprec._scaler import load_state
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+__all__ = [
+    "AutocastPrecision",
+    "DeviceFSDP",
+    "DoubleTruePrecision",
+    "FSDPPrecision",
+    "FullPrecision",
+    "HalfTruePrecision",
+    "ScalerGuard",
+    "mixed_precision",
+    "true_precision",
+]
+
+
+class ScalerGuard:
+    """A mixin for Lightning precision classes: no GradScaler state lost, no clipping of scaled gradients.
+
+    Put it first among the bases of a subclass of a Lightning ``Precision``, Fabric's or the
+    Trainer's. It reads the object's ``precision`` and ``scaler`` (None, the default, where the class
+    has no scaler) and promises what Lightning's classes do not:
+
+    - ``load_state_dict(state)`` loads the scaler's whole state or raises
+      :class:`~mixprec.StateDictError`: GradScaler state given to a precision without a scaler, an
+      empty state given to one with a scaler, a state that lacks an entry or holds a value torch's
+      scaler cannot keep. Lightning's classes ignore the first two in silence.
+    - ``refuse_unscaling(optimizer)`` raises :class:`~mixprec.UnscalingError` when the object has a
+      scaler and ``optimizer`` unscales inside its own ``step()`` (``fused=True`` or
+      ``capturable=True``), so its gradients cannot be unscaled for clipping first. Call it where
+      the class unscales for clipping; mixprec's own classes do.
+
+    With ``fabric.load``, put the precision first in the state dict: Fabric restores the entries in
+    that dict's order, so a state that does not fit is refused before the model is overwritten.
+
+    Example:
+        A "bf16-true" precision of a backend's own, refusing GradScaler state instead of ignoring it::
+
+            from lightning.fabric.plugins.precision import HalfPrecision
+            from mixprec.precision import ScalerGuard
+
+
+            class MyPrecision(ScalerGuard, HalfPrecision):
+                pass
+
+
+            MyPrecision("bf16-true").load_state_dict({})  # an empty state fits: nothing to load
+            MyPrecision("bf16-true").load_state_dict({"scale": 1024.0})  # raises mixprec.StateDictError
+    """
+
+    precision: Any
+    #: The object's GradScaler; None where the class carries none.
+    scaler: Any = None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load the GradScaler state that ``state_dict()`` returned, whole, or raise StateDictError."""
+        load_state(self.scaler, state_dict, self.precision)
+
+    def refuse_unscaling(self, optimizer: Any) -> None:
+        """Raise UnscalingError if this object has a scaler and ``optimizer`` unscales inside its own ``step()``."""
+        if self.scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            raise UnscalingError(
+                f"{type(optimizer).__name__} unscales its gradients inside step() (fused=True or capturable=True),"
+                " so they cannot be unscaled for clipping first, and clipping the scaled gradients would be wrong."
+                " Create the optimizer without fused/capturable to clip gradients, or do not clip."
+            )
+
+    def __repr__(self) -> str:
+        device = getattr(self, "device", None)
+        where = "" if device is None else f", device={device!r}"
+        return f"{type(self).__module__}.{type(self).__qualname__}(precision={self.precision!r}{where})"
+
+
+@contextmanager
+def _lightning_scaler_ignored() -> Iterator[None]:
+    """Silence the warning of the "cuda" ShardedGradScaler that Lightning's ``FSDPPrecision.__init__``
+    builds for "16-mixed" on a machine without CUDA: mixprec replaces that scaler right after."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*GradScaler is enabled, but CUDA is not available")
+        yield
+
+
+class DeviceFSDP:
+    """A mixin for Lightning's ``FSDPPrecision`` (Fabric's or the Trainer's): autocast on the requested
+    device with the requested scaler, where Lightning's hard-codes "cuda" for both."""
+
+    precision: Any
+
+    def __init__(self, precision: Any, device: str, scaler: ShardedGradScaler | None = None) -> None:
+        with _lightning_scaler_ignored():
+            super().__init__(precision)  # type: ignore[call-arg]
+        self.device = device
+        self.scaler = scaler
+
+    def forward_context(self) -> AbstractContextManager[Any]:
+        if "mixed" in self.precision:
+            # Lightning's own choice of dtype, on the device it leaves out.
+            return torch.autocast(
+                self.device, dtype=torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
+            )
+        return super().forward_context()  # type: ignore[misc, no-any-return]
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _convert_floating(data: Any, dtype: torch.dtype) -> Any:
+    """``data`` with its floating tensors cast to ``dtype``: Lightning's ``apply_to_collection`` result.
+
+    A batch's plain containers (dict, list, tuple, namedtuple) are rebuilt here, at a fraction of
+    ``apply_to_collection``'s cost per element; anything else is handed to it, so results are the same.
+    """
+    if isinstance(data, torch.Tensor):
+        return data.to(dtype) if data.is_floating_point() else data
+    cls = data.__class__
+    if cls is dict:
+        return {key: _convert_floating(value, dtype) for key, value in data.items()}
+    if cls is list:
+        return [_convert_floating(item, dtype) for item in data]
+    if cls is tuple:
+        return tuple([_convert_floating(item, dtype) for item in data])
+    if cls in _ATOMS:
+        return data
+    if isinstance(data, tuple) and hasattr(data, "_asdict") and hasattr(data, "_fields"):
+        return cls(*[_convert_floating(item, dtype) for item in data])
+    return apply_to_collection(data, torch.Tensor, _convert_fp_tensor, dst_type=dtype)
+
+
+class AutocastPrecision(ScalerGuard, MixedPrecision):
+    """Lightning Fabric's ``MixedPrecision`` with :class:`ScalerGuard`'s promises: the class of mixprec's
+    "16-mixed" and "bf16-mixed" objects for Fabric. Subclass it to build a mixed precision of your own.
+
+    Everything else is Lightning's: ``forward_context()`` is ``torch.autocast(device, dtype)``,
+    ``backward`` scales the loss when there is a scaler, ``optimizer_step`` steps through it and skips
+    a step with inf/NaN gradients. ``convert_input``/``convert_output`` give the same results as
+    Lightning's, faster for a batch of plain containers. ``unscale_gradients`` raises
+    :class:`~mixprec.UnscalingError` (a ``NotImplementedError``, as Lightning raises) for an optimizer
+    that unscales inside its own step.
+
+    Args:
+        precision: "16-mixed" (float16 autocast) or "bf16-mixed" (bfloat16 autocast).
+        device: the device type to autocast on, e.g. ``request.device.type``.
+        scaler: the GradScaler for "16-mixed", best from :func:`~mixprec.precision.make_scaler`
+            (None builds torch's default one for ``device``); None for "bf16-mixed".
+
+    Example:
+        A backend's ``create`` building its own subclass::
+
+            from mixprec import PrecisionError, Request
+            from mixprec.precision import AutocastPrecision, make_scaler, strategy_family
+
+
+            class CountingPrecision(AutocastPrecision):
+                steps = 0
+
+                def optimizer_step(self, optimizer, **kwargs):
+                    self.steps += 1
+                    return super().optimizer_step(optimizer, **kwargs)
+
+
+            def create(request: Request) -> CountingPrecision:
+                if request.target != "fabric" or strategy_family(request) is not None:
+                    raise PrecisionError("this backend builds objects for Fabric without FSDP only")
+                scaler = make_scaler(request) if request.precision == "16-mixed" else None
+                return CountingPrecision(request.precision, request.device.type, scaler=scaler)
+    """
+
+    @override
+    def unscale_gradients(self, optimizer: Optimizer) -> None:
+        self.refuse_unscaling(optimizer)
+        super().unscale_gradients(optimizer)
+
+    @override
+    def convert_input(self, data: Any) -> Any:
+        return _convert_floating(data, self._desired_input_dtype)
+
+    @override
+    def convert_output(self, data: Any) -> Any:
+        return _convert_floating(data, torch.get_default_dtype())
+
+
+class FSDPPrecision(DeviceFSDP, ScalerGuard, LightningFSDPPrecision):
+    """Lightning Fabric's ``FSDPPrecision``, for every precision FSDP trains in, on the requested device."""
+
+    @override
+    def unscale_gradients(self, optimizer: Optimizer) -> None:
+        self.refuse_unscaling(optimizer)
+        super().unscale_gradients(optimizer)
+
+
+class FullPrecision(ScalerGuard, Precision):
+    """Lightning's "32-true" ``Precision``, refusing scaler state instead of ignoring it."""
+
+
+class DoubleTruePrecision(ScalerGuard, DoublePrecision):
+    """Lightning's ``DoublePrecision`` ("64-true"), refusing scaler state instead of ignoring it."""
+
+
+class HalfTruePrecision(ScalerGuard, HalfPrecision):
+    """Lightning's ``HalfPrecision`` ("16-true", "bf16-true"), refusing scaler state instead of ignoring it."""
+
+
+def mixed_precision(
+    precision: str, device: str, scaler: torch.amp.GradScaler | None, strategy: str | None
+) -> Precision:
+    """Fabric's autocast object; ``strategy`` is "fsdp" or None, as :mod:`mixprec.precision` resolved it."""
+    if strategy == "fsdp":
+        return FSDPPrecision(precision, device, scaler=scaler)  # type: ignore[arg-type]
+    return AutocastPrecision(precision, device, scaler=scaler)  # type: ignore[arg-type]
+
+
+def true_precision(precision: str, device: str, strategy: str | None) -> Precision:
+    """Fabric's object without autocast or scaler; ``strategy`` is "fsdp" or None, as :mod:`mixprec.precision`
+    resolved it."""
+    if strategy == "fsdp":
+        return FSDPPrecision(precision, device)
+    if precision == "32-true":
+        return FullPrecision()
+    if precision == "64-true":
+        return DoubleTruePrecision()
+    return HalfTruePrecision(precision)  # type: ignore[arg-type]
