@@ -109,9 +109,8 @@ def device_count() -> int:
 
 
 def create(request: Request) -> Precision:
-    from mixprec.precision import mixed_precision, true_precision
+    from mixprec.precision import standard_precision
 
-    if request.precision.endswith("-true"):
-        return true_precision(request)
-    # fp16 needs loss scaling on every device; Lightning's connector turns CPU fp16 into bf16, we do not.
-    return mixed_precision(request, scaler=request.precision == "16-mixed")
+    # "16-mixed" is float16 with a CPU GradScaler, as its contract says: Lightning's connector turns
+    # CPU fp16 into bf16, mixprec does not.
+    return standard_precision(request)

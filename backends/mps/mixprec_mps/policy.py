@@ -147,9 +147,7 @@ def device_count() -> int:
 
 
 def create(request: Request) -> Precision:
-    from mixprec.precision import mixed_precision, true_precision
+    from mixprec.precision import standard_precision
 
-    if request.precision.endswith("-true"):
-        return true_precision(request)
-    # fp16 overflows without loss scaling; bf16 has fp32's range and needs none.
-    return mixed_precision(request, scaler=request.precision == "16-mixed")
+    # "16-mixed" gets torch.amp.GradScaler("mps"), which availability() has checked torch has.
+    return standard_precision(request)
