@@ -7,7 +7,9 @@
 The checkpoint holds the precision object beside the model and the optimizer: Fabric saves it by
 calling its ``state_dict()`` and restores it with ``load_state_dict()``, so a GradScaler's scale
 and growth tracker survive the restart. Leave it out and a resumed fp16 run starts from the
-initial scale again.
+initial scale again. The precision comes first in the dict given to ``fabric.load``: Fabric
+restores the entries in that dict's order, so a checkpoint of another precision is refused before
+the model and the optimizer are overwritten.
 """
 
 from __future__ import annotations
@@ -67,12 +69,13 @@ def main() -> None:
     fabric, model, optimizer, precision = make_fabric(args.precision, args.device)
     fabric.print(f"training with {precision!r}")
     loss = train(fabric, model, optimizer, args.steps)
-    fabric.save(args.checkpoint, {"model": model, "optimizer": optimizer, "precision": precision})
+    fabric.save(args.checkpoint, {"precision": precision, "model": model, "optimizer": optimizer})
     fabric.print(f"loss {loss:.4f}; saved {args.checkpoint} with precision state {precision.state_dict()}")
 
     # A new process would start here: the same objects, then load what the checkpoint holds into them.
     fabric, model, optimizer, precision = make_fabric(args.precision, args.device)
-    fabric.load(args.checkpoint, {"model": model, "optimizer": optimizer, "precision": precision})
+    # The precision first: a mismatched precision state is refused before anything else is loaded.
+    fabric.load(args.checkpoint, {"precision": precision, "model": model, "optimizer": optimizer})
     fabric.print(f"resumed with precision state {precision.state_dict()}")
     loss = train(fabric, model, optimizer, args.steps)
     fabric.print(f"loss {loss:.4f} after resuming")

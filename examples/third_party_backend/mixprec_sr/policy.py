@@ -2,6 +2,10 @@
 
 :func:`decide` is a pure function of the probe's answer, so tests can ask it about CPUs this
 machine is not; :func:`probe` asks torch once per process.
+
+mixprec imports this module to answer ``mixprec list``, which must not import lightning: so the
+module imports only ``mixprec`` and ``mixprec.precision`` (neither imports lightning), and the
+precision class, which is a Lightning class, only inside :func:`create`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from mixprec import Availability, Device, OptionError, PrecisionError, Request
-from mixprec.precision import served_strategies
+from mixprec.precision import strategy_family
 
 if TYPE_CHECKING:
     from mixprec_sr.precision import StochasticRoundingPrecision
@@ -55,10 +59,15 @@ def create(request: Request) -> StochasticRoundingPrecision:
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise OptionError(f"seed={seed!r}: the seed of the rounding noise must be an int.")
     if request.target != "fabric":
-        raise PrecisionError("mixprec-sr builds precisions for Lightning Fabric only; leave target='fabric'.")
-    # served_strategies maps each strategy that takes an ordinary precision plugin to None.
-    if served_strategies("fabric").get(request.strategy or "auto", "fsdp") is not None:
-        raise PrecisionError(f"mixprec-sr builds no precision for strategy {request.strategy!r}: leave strategy unset.")
+        raise PrecisionError(
+            "mixprec-sr builds precisions for Lightning Fabric only: leave target='fabric', or pass backend='core'"
+            " for the core's plain 'bf16-true'."
+        )
+    if strategy_family(request) is not None:
+        raise PrecisionError(
+            f"mixprec-sr builds no precision for strategy {request.strategy!r}: leave strategy unset, or pass"
+            " backend='core' for the core's plain 'bf16-true'."
+        )
     from mixprec_sr.precision import StochasticRoundingPrecision
 
     return StochasticRoundingPrecision(seed)

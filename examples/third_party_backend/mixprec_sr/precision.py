@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.precision import HalfPrecision
 from lightning.fabric.utilities.types import Optimizable
 from typing_extensions import override
 
 from mixprec import PrecisionError
-from mixprec.precision import HalfTruePrecision
+from mixprec.precision import ScalerGuard
 
 __all__ = ["StochasticRoundingPrecision", "stochastic_round"]
 
@@ -37,10 +38,11 @@ def stochastic_round(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(x.isnan(), x, rounded).to(torch.bfloat16)
 
 
-class StochasticRoundingPrecision(HalfTruePrecision):
-    """mixprec's ``HalfTruePrecision("bf16-true")`` whose ``optimizer_step`` rounds the new weights stochastically.
+class StochasticRoundingPrecision(ScalerGuard, HalfPrecision):
+    """Lightning's ``HalfPrecision("bf16-true")`` whose ``optimizer_step`` rounds the new weights stochastically.
 
-    ``HalfTruePrecision`` is Lightning's ``HalfPrecision`` refusing GradScaler state instead of ignoring it.
+    :class:`~mixprec.precision.ScalerGuard` makes it refuse GradScaler state given to ``load_state_dict``
+    where Lightning's class ignores it.
 
     Args:
         seed: seeds the rounding noise, so that a run can be repeated exactly.
