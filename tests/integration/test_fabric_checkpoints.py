@@ -17,11 +17,14 @@ from tests.integration.models import flat_weights, make_model, regression_data
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::mixprec.PrecisionWarning")]
 
 
-def fabric_run(precision: str, **options: Any) -> tuple[Fabric, nn.Module, torch.optim.Optimizer, Precision]:
-    """A CPU Fabric with mixprec's plugin for ``precision``, and the shared model and an optimizer set up by it."""
+def fabric_run(
+    precision: str, seed: int = 0, **options: Any
+) -> tuple[Fabric, nn.Module, torch.optim.Optimizer, Precision]:
+    """A CPU Fabric with mixprec's plugin for ``precision``, and the shared model (from ``seed``) and an
+    optimizer set up by it."""
     plugin = mixprec.get_precision(precision, "cpu", **options)
     fabric = Fabric(accelerator="cpu", devices=1, plugins=[plugin])
-    model = make_model()
+    model = make_model(seed)
     model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.05))
     return fabric, model, optimizer, plugin
 
@@ -62,3 +65,29 @@ def test_fabric_load_into_a_precision_of_another_kind_is_a_state_dict_error(
 
     with pytest.raises(mixprec.StateDictError, match="GradScaler"):
         fabric2.load(tmp_path / "run.ckpt", {"model": model2, "precision": plugin2})
+
+
+def test_fabric_load_with_the_precision_first_refuses_a_mismatch_before_touching_the_model(tmp_path: Path) -> None:
+    fabric, model, optimizer, plugin = fabric_run("16-mixed", init_scale=256.0)
+    step(fabric, model, optimizer)
+    fabric.save(tmp_path / "run.ckpt", {"model": model, "optimizer": optimizer, "precision": plugin})
+    fabric2, model2, optimizer2, plugin2 = fabric_run("bf16-mixed", seed=1)
+    weights = flat_weights(model2)
+
+    with pytest.raises(mixprec.StateDictError, match="GradScaler"):
+        fabric2.load(tmp_path / "run.ckpt", {"precision": plugin2, "model": model2, "optimizer": optimizer2})
+
+    assert torch.equal(flat_weights(model2), weights)
+    assert not torch.equal(weights, flat_weights(model))
+
+
+def test_fabric_load_restores_the_entries_in_the_order_of_the_state_dict(tmp_path: Path) -> None:
+    # Why the precision goes first: placed after the model, the mismatch is found once the model is overwritten.
+    fabric, model, _, plugin = fabric_run("16-mixed")
+    fabric.save(tmp_path / "run.ckpt", {"model": model, "precision": plugin})
+    fabric2, model2, _, plugin2 = fabric_run("bf16-mixed", seed=1)
+
+    with pytest.raises(mixprec.StateDictError):
+        fabric2.load(tmp_path / "run.ckpt", {"model": model2, "precision": plugin2})
+
+    assert torch.equal(flat_weights(model2), flat_weights(model))

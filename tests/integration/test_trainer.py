@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +116,28 @@ def test_a_lightning_module_trains_in_mixed_precision_on_cpu(precision: str) -> 
     assert not torch.equal(flat_weights(model), recorder.start_weights)
 
 
-def test_trainer_refuses_to_clip_for_an_optimizer_that_unscales_inside_its_step() -> None:
+def test_trainer_refuses_to_clip_for_an_optimizer_that_unscales_inside_its_step_as_lightnings_runtime_error() -> None:
     plugin = mixprec.get_precision("16-mixed", "cpu", target="trainer", init_scale=256.0)
 
-    with pytest.raises(mixprec.PrecisionError, match="unscales its gradients inside step"):
+    # Lightning's Trainer raises RuntimeError here: code written to catch it catches mixprec's error too.
+    with pytest.raises(RuntimeError, match="unscales its gradients inside step") as raised:
         cpu_trainer(plugin, max_steps=1, gradient_clip_val=1.0).fit(Regression(fused=True))
+
+    assert isinstance(raised.value, mixprec.UnscalingError)
+
+
+def test_trainer_clips_and_steps_in_bf16_mixed_with_a_fused_optimizer() -> None:
+    # Without a scaler there is nothing to unscale: Lightning 2.6.6 refuses anyway (Lightning #21435).
+    clip = 1e-3
+    plugin = mixprec.get_precision("bf16-mixed", "cpu", target="trainer")
+    model = Regression(lr=1.0, fused=True)
+    recorder = Recorder()
+
+    cpu_trainer(plugin, max_steps=1, gradient_clip_val=clip, callbacks=[recorder]).fit(model)
+
+    # With lr=1 the update is the clipped gradient: its norm is the clip value.
+    update = flat_weights(model) - recorder.start_weights
+    assert float(torch.linalg.vector_norm(update)) == pytest.approx(clip, rel=1e-3)
 
 
 def test_trainer_clips_the_unscaled_gradients_in_16_mixed() -> None:
@@ -139,6 +157,13 @@ def test_trainer_clips_the_unscaled_gradients_in_16_mixed() -> None:
     # With lr=1 the update is the clipped gradient: its norm is the clip value only if clipping saw unscaled gradients.
     update = flat_weights(model) - recorder.start_weights
     assert float(torch.linalg.vector_norm(update)) == pytest.approx(clip, rel=1e-3)
+
+
+def checkpoint_of(precision: str, path: Path, **options: Any) -> None:
+    """Train two steps in ``precision`` and save a checkpoint at ``path``."""
+    trainer = cpu_trainer(mixprec.get_precision(precision, "cpu", target="trainer", **options), max_steps=2)
+    trainer.fit(Regression())
+    trainer.save_checkpoint(path)
 
 
 def trained_checkpoint(path: Path) -> dict[str, Any]:
@@ -192,3 +217,65 @@ def test_a_checkpoint_of_lightnings_own_mixed_precision_restores_the_scale(tmp_p
     cpu_trainer(plugin, max_steps=2, callbacks=[recorder]).fit(Regression(), ckpt_path=tmp_path / "lightning.ckpt")
 
     assert recorder.start_state == lightning_plugin.state_dict()
+
+
+@pytest.mark.parametrize("resumed", ["32-true", "bf16-true", "bf16-mixed"])
+def test_resuming_a_16_mixed_checkpoint_without_a_scaler_is_a_state_dict_error_saying_how_to_resume(
+    tmp_path: Path, resumed: str
+) -> None:
+    trained_checkpoint(tmp_path / "run.ckpt")
+    # The Trainer skips state filed under another plugin class's name; mixprec's object sees it first.
+    plugin = mixprec.get_precision(resumed, "cpu", target="trainer", backend="core" if "true" in resumed else None)
+
+    with pytest.raises(mixprec.StateDictError, match=r"saved by a '16-mixed' run.*resume it in '16-mixed'"):
+        cpu_trainer(plugin, max_steps=3).fit(Regression(), ckpt_path=tmp_path / "run.ckpt")
+
+
+def test_resuming_a_checkpoint_without_scaler_state_into_16_mixed_warns_that_the_scale_starts_fresh_and_trains(
+    tmp_path: Path,
+) -> None:
+    checkpoint_of("bf16-mixed", tmp_path / "run.ckpt")
+    plugin = mixprec.get_precision("16-mixed", "cpu", target="trainer", init_scale=256.0)
+    recorder = Recorder()
+    trainer = cpu_trainer(plugin, max_steps=3, callbacks=[recorder])
+
+    with pytest.warns(mixprec.PrecisionWarning, match="starts with a fresh scale of 256.0"):
+        trainer.fit(Regression(), ckpt_path=tmp_path / "run.ckpt")
+
+    assert recorder.start_step == 2
+    assert trainer.global_step == 3
+
+
+class Validated(Regression):
+    """The regression module with a validation step."""
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        inputs, targets = batch
+        loss = nn.functional.mse_loss(self.net(inputs).float(), targets)
+        self.log("val_loss", loss)
+        return loss
+
+
+def test_validating_a_16_mixed_checkpoint_in_32_true_needs_no_scaler(tmp_path: Path) -> None:
+    trained_checkpoint(tmp_path / "run.ckpt")
+    plugin = mixprec.get_precision("32-true", "cpu", target="trainer")
+    model = Validated()
+
+    results = cpu_trainer(plugin, max_steps=1).validate(
+        model, dataloaders=model.train_dataloader(), ckpt_path=tmp_path / "run.ckpt", verbose=False
+    )
+
+    assert math.isfinite(results[0]["val_loss"])
+
+
+def test_a_16_mixed_checkpoint_resumed_under_fsdp_gets_its_scaler_state_under_the_key_the_trainer_loads() -> None:
+    # FSDP runs only on GPUs: the object is given the checkpoint as the Trainer gives it, before restoring.
+    state = {**DEFAULT_SCALER_STATE, "scale": 128.0, "_growth_tracker": 1}
+    checkpoint: dict[str, Any] = {lightning_precision.MixedPrecision.__qualname__: state}
+    plugin = mixprec.get_precision("16-mixed", "cpu", target="trainer", strategy="fsdp")
+
+    plugin.on_load_checkpoint(checkpoint)
+    plugin.load_state_dict(checkpoint[type(plugin).__qualname__])
+
+    assert type(plugin).__qualname__ == lightning_precision.FSDPPrecision.__qualname__
+    assert plugin.state_dict() == state
