@@ -15,7 +15,7 @@ from tests.cli_runs import ABSENT_DEVICE_POLICY, run_cli
 from tests.conformance.backends import install
 from tests.distributions import Site
 
-COMMANDS = ["list", "explain", "check", "demo", "bench"]
+COMMANDS = ["list", "explain", "check", "demo", "bench", "new"]
 
 
 def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -1,4 +1,4 @@
-"""The ``mixprec`` command: list, explain, check, demo, bench.
+"""The ``mixprec`` command: list, explain, check, demo, bench, new.
 
 One convention for output, for every command: text on stdout; ``--json`` prints JSON instead;
 ``-o FILE`` writes that same output to FILE instead of stdout. Every file a command is asked to
@@ -9,7 +9,7 @@ Exit status: 0 ok; 1 a check failed (``check``) or no precision can be chosen (`
 usage error or an error mixprec reports (``mixprec: error: ...``, never a traceback); 130
 interrupted; 141 stdout was closed early (``mixprec list | head``): the command stops quietly.
 
-``list`` and ``explain`` import no lightning; ``--help`` imports neither torch nor lightning.
+``list``, ``explain`` and ``new`` import no lightning; ``--help`` imports neither torch nor lightning.
 """
 
 from __future__ import annotations
@@ -148,6 +148,42 @@ def _bench(args: argparse.Namespace) -> int:
 
     settings = bench.BenchSettings(args.device, args.rounds, args.dim, args.seq, args.batch, args.json, args.plot)
     return bench.run(settings)
+
+
+def _new(args: argparse.Namespace) -> int:
+    from mixprec._registry import registry
+    from mixprec._scaffold import scaffold, scaffold_names
+
+    names = scaffold_names(args.name, args.device, args.dir)
+    taken = registry.snapshot().backends.get(names.backend)
+    if taken is not None:
+        origin = f"by {taken.plugin.distribution}" if taken.plugin.distribution else "in this process"
+        raise PrecisionError(
+            f"A backend named {names.backend!r} is installed already ({origin}); two backends cannot share a name:"
+            " pick another name (or uninstall the other distribution first)."
+        )
+    written = scaffold(names, mixprec.__version__)
+    if args.json:
+        payload = {
+            "backend": written.backend,
+            "device_type": written.device_type,
+            "distribution": written.distribution,
+            "package": written.package,
+            "directory": str(written.directory.resolve()),
+            "files": list(written.files),
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    where = str(written.directory)
+    # pip takes a bare name for a package to download: a relative path must look like one.
+    if not (written.directory.is_absolute() or where.startswith(".")):
+        where = f".{os.sep}{where}"
+    print(f"Wrote {written.distribution}, backend {written.backend!r} for {written.device_type} devices, in {where}:")
+    for relative in written.files:
+        print(f"  {os.path.join(where, relative)}")
+    tests = os.path.join(where, "tests")
+    print(f"\nNext:\n  pip install -e {where}\n  mixprec check {written.backend}\n  pytest {tests}")
+    return 0
 
 
 # --- JUnit XML ----------------------------------------------------------------------------------
@@ -322,6 +358,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     benching.set_defaults(run=_bench)
 
+    creating = commands.add_parser(
+        "new", parents=output, help="write a new backend distribution for a device type, ready to install and check"
+    )
+    creating.add_argument("name", help="the backend's name, e.g. 'npu' (the distribution is mixprec-NAME)")
+    creating.add_argument(
+        "--device", required=True, metavar="TYPE", help="the torch device type it serves, e.g. 'xpu', 'npu'"
+    )
+    creating.add_argument(
+        "--dir", type=Path, default=None, metavar="D", help="where to write it, new or empty (default: ./mixprec-NAME)"
+    )
+    creating.set_defaults(run=_new)
     return parser
 
 
