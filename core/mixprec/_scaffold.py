@@ -117,10 +117,10 @@ def scaffold(names: Scaffold, mixprec_version: str) -> Scaffold:
             path = directory / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, which no file system takes
+        reason = f"{exc.strerror} ({exc.filename})" if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise PrecisionError(
-            f"Cannot write the backend into {directory}: {exc.strerror or exc}"
-            f"{f' ({exc.filename})' if exc.filename else ''}. Pass --dir with a directory you can write to."
+            f"Cannot write the backend into {directory}: {reason}. Pass --dir with a directory you can write to."
         ) from None
     return Scaffold(names.backend, names.device_type, directory, tuple(contents))
 

@@ -256,9 +256,10 @@ def _check_writable(path: Path, option: str) -> None:
     try:
         with path.open("ab"):
             pass
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, which no file system takes
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise PrecisionError(
-            f"{option} {path}: cannot write there ({exc.strerror or exc}); pass a file in a directory that exists"
+            f"{option} {path}: cannot write there ({reason}); pass a file in a directory that exists"
             " and that you can write to."
         ) from None
     if not existed:
