@@ -217,7 +217,9 @@ def test_fewer_than_three_steps_is_an_error() -> None:
     assert "--steps must be at least 3" in ran.err
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["bench", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["demo", "--help"], ["bench", "--help"], ["check", "--help"], ["new", "--help"]]
+)
 def test_help_imports_neither_torch_nor_lightning(argv: list[str]) -> None:
     code = (
         "import sys\nfrom mixprec import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"

@@ -240,6 +240,17 @@ def test_new_json_names_what_it_wrote(tmp_path: Path) -> None:
     assert all((tmp_path / "d" / f).is_file() for f in payload["files"])
 
 
+@pytest.mark.slow
+def test_new_imports_neither_torch_nor_lightning(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom mixprec import cli\n"
+        f"assert cli.main(['new', 'npu', '--device', 'npu', '--dir', {str(tmp_path / 'd')!r}]) == 0\n"
+        "print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr
+
+
 # --- the generated code, checked by the tools it names, and installed -------------------------------
 
 
