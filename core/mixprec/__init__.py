@@ -1,7 +1,8 @@
 """mixprec: the right mixed-precision plugin for a precision and a device, from installable backends.
 
-``import mixprec`` imports neither torch nor lightning; they are imported when a precision object
-is first built.
+``import mixprec`` imports neither torch nor lightning: torch is imported when the presence of a
+device is first checked (the first ``get_precision``, ``explain`` or ``available``), lightning when
+a precision object is first built.
 """
 
 from __future__ import annotations
@@ -21,25 +22,26 @@ from mixprec._errors import (
     PrecisionWarning,
     StateDictError,
     UnknownPrecisionError,
+    UnscalingError,
 )
 from mixprec._hookspec import ENTRY_POINT_GROUP, hookimpl
 
 if TYPE_CHECKING:
-    from mixprec._resolver import (
-        AUTO_ORDER,
-        Candidate,
-        Explanation,
-        Record,
-        available,
-        explain,
-        get_precision,
-    )
+    from mixprec._auto import AUTO_ORDER
+    from mixprec._explain import Candidate, Explanation, explain
+    from mixprec._listing import Record, available
+    from mixprec._resolver import get_precision
 
 # The resolver and the registry (and with it importlib.metadata) load at first use, so that
 # ``import mixprec`` in a plugin or a CLI costs little more than importing pluggy.
 _LAZY = {
-    name: "mixprec._resolver"
-    for name in ("AUTO_ORDER", "Candidate", "Explanation", "Record", "available", "explain", "get_precision")
+    "AUTO_ORDER": "mixprec._auto",
+    "Candidate": "mixprec._explain",
+    "Explanation": "mixprec._explain",
+    "explain": "mixprec._explain",
+    "Record": "mixprec._listing",
+    "available": "mixprec._listing",
+    "get_precision": "mixprec._resolver",
 }
 
 __version__ = "0.1.0"
@@ -67,6 +69,7 @@ __all__ = [
     "STANDARD_CONTRACTS",
     "StateDictError",
     "UnknownPrecisionError",
+    "UnscalingError",
     "__version__",
     "available",
     "explain",
@@ -80,8 +83,11 @@ def register(plugin: Any, name: str | None = None) -> str:
     """Register a plugin object (a module or any object with a ``mixprec_backends`` hookimpl) in this process.
 
     For notebooks and tests; installed plugins are found through the ``mixprec.backends`` entry point.
-    It is taken whole or not at all: a malformed description or a name that is already taken raises
-    :class:`PluginError` and changes nothing. Returns the plugin's name.
+    It is taken whole or not at all: a malformed description, a hook that raises (also while what it
+    returned is iterated), a name that is already taken or is not a str (``name``, else the plugin's
+    ``__name__``), or a hook that calls back into mixprec while it is loaded raises
+    :class:`PluginError` (``TypeError`` for a ``name`` that is not a str) and changes nothing.
+    Returns the plugin's name.
     """
     from mixprec._registry import registry
 

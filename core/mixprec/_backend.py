@@ -15,9 +15,19 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from mixprec._contract import STANDARD_CONTRACTS, Contract
-from mixprec._errors import DeviceError, PluginError
+from mixprec._errors import DeviceError, PluginError, shown
 
-__all__ = ["ALIASES", "ANY_DEVICE", "Availability", "Backend", "Device", "Request", "Status"]
+__all__ = [
+    "ALIASES",
+    "ANY_DEVICE",
+    "MAX_DEVICE_INDEX",
+    "Availability",
+    "Backend",
+    "ContractSource",
+    "Device",
+    "Request",
+    "Status",
+]
 
 #: ``Backend.device_type`` of a backend that serves every device type (the core's "true" precisions).
 ANY_DEVICE = "*"
@@ -26,20 +36,48 @@ ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-tr
 _RESERVED_PRECISIONS = frozenset({*ALIASES, "auto"})
 
 Status = Literal["available", "slow", "unavailable", "failed"]
+#: Where the contract of a precision a backend offers comes from (see :meth:`Backend.contract_source`).
+ContractSource = Literal["standard", "declared", "undeclared"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_.-]*\Z")
 _DEVICE_TYPE = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _PRECISION = re.compile(r"[a-z0-9][a-z0-9_.-]*\Z")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _DEVICE = re.compile(r"([a-z_][a-z0-9_]*)(?::([0-9]+))?\Z")
+_STATUSES = ("available", "slow", "unavailable", "failed")
+
+#: The largest device index a :class:`Device` takes (torch's own index type is smaller still).
+MAX_DEVICE_INDEX = 2**63 - 1
+_MAX_INDEX_DIGITS = len(str(MAX_DEVICE_INDEX))
 
 
 @dataclass(frozen=True)
 class Device:
-    """A device type and an optional index (None: the current device of that type)."""
+    """A device type and an optional index (None: the current device of that type).
+
+    Both are checked on construction, so a device built from a string, a ``torch.device`` or an
+    accelerator is always well formed: a lower-case type and a non-negative index of at most
+    :data:`MAX_DEVICE_INDEX`. Whether that device exists here is the resolver's question.
+    """
 
     type: str
     index: int | None = None
+
+    def __post_init__(self) -> None:
+        kind: Any = self.type
+        index: Any = self.index
+        if not isinstance(kind, str) or not _DEVICE_TYPE.match(kind):
+            raise DeviceError(f"Device type {shown(kind)} is not a torch device type such as 'cpu' or 'cuda'.")
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+            raise DeviceError(f"Device index {shown(index)} of {shown(kind)} must be an int or None.")
+        if index is not None and not 0 <= index <= MAX_DEVICE_INDEX:
+            raise DeviceError(
+                f"Device index {shown(index)} of {shown(kind)} is out of range: an index is a small"
+                " non-negative integer such as 0 or 1."
+            )
+        # Exact built-in types: a subclass's own __eq__ or __hash__ must not steer the cache keys.
+        object.__setattr__(self, "type", str.__str__(kind))
+        object.__setattr__(self, "index", None if index is None else int.__int__(index))
 
     def __str__(self) -> str:
         return self.type if self.index is None else f"{self.type}:{self.index}"
@@ -53,19 +91,42 @@ class Device:
             if _DEVICE.match(text.strip().lower()):
                 hint = f"; did you mean {text.strip().lower()!r}?"
             raise DeviceError(
-                f"Malformed device string {text!r}: expected a device type with an optional index,"
+                f"Malformed device string {shown(text)}: expected a device type with an optional index,"
                 f" such as 'cpu', 'cuda' or 'cuda:1'{hint}"
             )
         index = match.group(2)
+        if index is not None and len(index) > _MAX_INDEX_DIGITS:
+            # Checked before int(): Python refuses to convert strings of more than 4300 digits.
+            raise DeviceError(
+                f"Device index in {shown(text)} ({len(index)} digits) is out of range: an index is a small"
+                " non-negative integer such as 0 or 1."
+            )
         return cls(match.group(1), None if index is None else int(index))
 
 
 @dataclass(frozen=True)
 class Availability:
-    """What a backend's policy says of one precision on one device: a status and why."""
+    """What a backend's policy says of one precision on one device: a status and why.
+
+    Checked on construction: ``status`` is one of :data:`Status` and ``reason`` a str, so a
+    policy's mistake is a :class:`PluginError` where it is made.
+    """
 
     status: Status
     reason: str = ""
+
+    def __post_init__(self) -> None:
+        status: Any = self.status
+        reason: Any = self.reason
+        problems = []
+        if not isinstance(status, str) or status not in _STATUSES:
+            problems.append(f"status {shown(status)} must be one of {', '.join(_STATUSES)}")
+        if not isinstance(reason, str):
+            problems.append(f"reason {shown(reason)} must be a str")
+        if problems:
+            raise PluginError("Invalid Availability: " + "; ".join(problems))
+        object.__setattr__(self, "status", str.__str__(status))
+        object.__setattr__(self, "reason", str.__str__(reason))
 
     @classmethod
     def available(cls, reason: str = "") -> Availability:
@@ -181,3 +242,10 @@ class Backend:
     def contract(self, precision: str) -> Contract | None:
         """The contract of ``precision`` as this backend offers it: the core's, its own, or None if undeclared."""
         return STANDARD_CONTRACTS.get(precision) or self.contracts.get(precision)
+
+    def contract_source(self, precision: str) -> ContractSource:
+        """Where the contract of ``precision`` comes from: the core ("standard"), this backend ("declared"), or nowhere
+        ("undeclared")."""
+        if precision in STANDARD_CONTRACTS:
+            return "standard"
+        return "declared" if precision in self.contracts else "undeclared"

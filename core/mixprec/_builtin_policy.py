@@ -1,4 +1,8 @@
-"""Policy of the core's built-in backend: the "true" precisions, on any device."""
+"""Policy of the core's built-in backend: the "true" precisions, on any device that is present.
+
+Whether the device is there is the resolver's check (:mod:`mixprec._presence`), made before this
+policy's answer counts; the policy only says what the device type cannot do.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ def availability(precision: str, device: Device) -> Availability:
 
 
 def device_count() -> int:
-    # The core serves whatever device a backend or the user brings; it finds none itself.
+    # The core brings no device of its own. The resolver never asks a backend for every device type
+    # to count: it counts such a device through torch's device module (see mixprec._presence).
     return 0
 
 

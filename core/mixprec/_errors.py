@@ -1,4 +1,4 @@
-"""Every error and warning mixprec raises for something a user or a plugin did."""
+"""Every error and warning mixprec raises for something a user or a plugin did, and how values are quoted in them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ __all__ = [
     "PrecisionWarning",
     "StateDictError",
     "UnknownPrecisionError",
+    "UnscalingError",
 ]
 
 
@@ -43,9 +44,36 @@ class StateDictError(PrecisionError):
     """A state dict cannot be loaded into this precision object."""
 
 
+class UnscalingError(PrecisionError, NotImplementedError):
+    """Gradients cannot be unscaled where Lightning would unscale them.
+
+    Raised for clipping with an optimizer that unscales inside its own ``step()``. It is also a
+    ``NotImplementedError`` (and so a ``RuntimeError``), the types Lightning's Fabric and Trainer
+    raise there, so that code written to catch Lightning's error still catches mixprec's.
+    """
+
+
 class PluginError(PrecisionError):
     """A plugin failed to load or describes itself wrongly (raised in strict mode and by ``register``)."""
 
 
 class PrecisionWarning(UserWarning):
     """Something works but not as well as the user may think (an emulated dtype, a skipped plugin)."""
+
+
+def shown(value: object) -> str:
+    """``value`` as an error message quotes it: the repr of a str or int, shortened, else its type.
+
+    User input can be megabytes long, an int can have more digits than Python will print, and a
+    third-party object's own ``__repr__`` can raise: none of that may break the message.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 64:
+            return f"(an integer of {value.bit_length()} bits)"
+        return repr(int.__int__(value))
+    if isinstance(value, str):
+        text = repr(str.__str__(value))
+        return text if len(text) <= 80 else f"{text[:60]}...' ({len(value)} characters)"
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    return f"(a {type(value).__name__})"

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mixprec
-from mixprec._resolver import KNOWN_DISTRIBUTIONS, STANDARD_PRECISIONS
+from mixprec._inputs import KNOWN_DISTRIBUTIONS, STANDARD_PRECISIONS
 from tests.core.throwaway import FAKE_DEVICE, install_backend, ledger_events, plugin
 from tests.distributions import Site
 

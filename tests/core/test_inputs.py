@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 import torch
 from lightning.fabric.accelerators import CPUAccelerator as FabricCPUAccelerator
@@ -11,7 +13,7 @@ from lightning.pytorch.accelerators import CPUAccelerator as TrainerCPUAccelerat
 from lightning.pytorch.accelerators import CUDAAccelerator as TrainerCUDAAccelerator
 
 import mixprec
-from mixprec._resolver import STANDARD_PRECISIONS
+from mixprec._inputs import STANDARD_PRECISIONS
 from tests.core.throwaway import FAKE_DEVICE, install_backend
 from tests.distributions import Site
 
@@ -31,9 +33,14 @@ def test_lightning_alias_resolves_to_the_precision_lightning_means(alias: int | 
 
 
 @pytest.mark.usefixtures("acc")
-@pytest.mark.parametrize("name", STANDARD_PRECISIONS)
+@pytest.mark.parametrize("name", [p for p in STANDARD_PRECISIONS if p != "fp8-mixed"])
 def test_canonical_precision_resolves_to_itself(name: str) -> None:
     assert mixprec.get_precision(name, FAKE_DEVICE).precision == name
+
+
+def test_standard_precisions_are_those_the_core_fixes_contracts_for_fp8_mixed_included() -> None:
+    assert tuple(mixprec.STANDARD_CONTRACTS) == STANDARD_PRECISIONS
+    assert "fp8-mixed" in STANDARD_PRECISIONS
 
 
 class CustomCPUAccelerator(FabricCPUAccelerator):
@@ -58,6 +65,12 @@ def test_device_in_every_form_resolves_to_its_device(case: str) -> None:
     value, expected = DEVICES[case]
 
     assert mixprec.explain("32-true", value).device == expected
+
+
+@pytest.mark.parametrize("case", [c for c, (_, device) in DEVICES.items() if device.startswith("cpu")])
+def test_device_in_every_form_is_served_where_it_is_present(case: str) -> None:
+    value, _ = DEVICES[case]
+
     assert mixprec.get_precision("32-true", value).mixprec_backend == "core"
 
 
@@ -91,3 +104,52 @@ def test_accelerators_that_are_present_rank_by_their_best_backends_priority(
     monkeypatch.setenv("MIXPREC_PLUGINS", "one,two,two-low")
 
     assert mixprec.explain("32-true").device == "acctwo"
+
+
+class Bits(enum.IntEnum):
+    HALF = 16
+    FULL = 32
+    DOUBLE = 64
+
+
+class Liar(int):
+    """An int subclass that claims to equal everything, hashes alike and prints as something else."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __str__(self) -> str:
+        return "sixteen"
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(Bits.HALF, "16-mixed"), (Bits.FULL, "32-true"), (Bits.DOUBLE, "64-true")]
+)
+def test_an_int_enum_member_is_the_precision_of_its_value(value: Bits, expected: str) -> None:
+    assert mixprec.explain(value, "cpu").precision == expected
+    assert mixprec.get_precision(value, "cpu").precision == expected
+
+
+def test_an_int_subclass_is_taken_by_its_value_and_cannot_share_a_cached_answer() -> None:
+    assert mixprec.get_precision(Liar(64), "cpu").precision == "64-true"
+    assert mixprec.get_precision(Liar(32), "cpu").precision == "32-true"
+    with pytest.raises(mixprec.UnknownPrecisionError, match="Unknown precision 8"):
+        mixprec.get_precision(Liar(8), "cpu")
+
+
+def test_a_str_subclass_is_taken_by_its_value_and_cannot_share_a_cached_answer() -> None:
+    class Loose(str):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        def __hash__(self) -> int:
+            return 0
+
+    assert mixprec.get_precision(Loose("64-true"), Loose("cpu")).precision == "64-true"
+    assert mixprec.get_precision(Loose("32-true"), Loose("cpu")).precision == "32-true"

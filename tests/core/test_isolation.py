@@ -128,7 +128,34 @@ POLICY_FAULTS = {
         policy().replace("    status, reason =", "    return 'yes'\n    status, reason ="),
         "returned 'yes', not a mixprec.Availability",
     ),
-    "availability-invents-a-status": (policy({"bf16-mixed": ("maybe", "")}), "the status 'maybe'"),
+    "availability-invents-a-status": (policy({"bf16-mixed": ("maybe", "")}), "status 'maybe' must be one of"),
+    "availability-reason-not-a-str": (
+        policy().replace(
+            "    status, reason = ANSWERS",
+            "    return mixprec.Availability('available', 42)\n    status, reason = ANSWERS",
+        ),
+        "reason 42 must be a str",
+    ),
+    "availability-forged-past-its-checks": (
+        policy().replace(
+            "    status, reason = ANSWERS",
+            "    answer = mixprec.Availability('available')\n"
+            "    object.__setattr__(answer, 'reason', ['not', 'text'])\n"
+            "    return answer\n"
+            "    status, reason = ANSWERS",
+        ),
+        "a reason of type list, not a str",
+    ),
+    "device-count-raises": (
+        policy().replace("def device_count():", "def device_count():\n    raise OSError('driver gone')"),
+        "device_count() raised OSError: driver gone",
+    ),
+    "device-count-not-an-int": (
+        policy().replace("    return 1\n", "    return '1'\n"),
+        "device_count() returned '1', not a non-negative int",
+    ),
+    "device-count-a-bool": (policy().replace("    return 1\n", "    return True\n"), "device_count() returned True"),
+    "device-count-negative": (policy().replace("    return 1\n", "    return -1\n"), "device_count() returned -1"),
 }
 
 

@@ -2,7 +2,9 @@
 
 Every plugin written here records its import and each call of its hook in the module ``ledger``
 (installed beside it), so a test can count what discovery really did. Policies answer fixed
-statuses, which is how the tests drive selection and "auto" without the hardware.
+statuses and count one device unless told otherwise, which is how the tests drive selection,
+presence and "auto" without the hardware; a policy records each call of its ``device_count()``
+in its list ``COUNTED``.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ def backend(
     *,
     policy: str,
     priority: int = 0,
+    contracts: Mapping[str, str] | None = None,
 ) -> str:
-    """Source of a ``mixprec.Backend(...)`` expression."""
+    """Source of a ``mixprec.Backend(...)`` expression; ``contracts`` maps precisions to ``Contract(...)`` source."""
+    declared = ", ".join(f"{p!r}: {source}" for p, source in (contracts or {}).items())
     return (
         f"mixprec.Backend(name={name!r}, device_type={device_type!r}, precisions={tuple(precisions)!r},"
-        f" policy={policy!r}, priority={priority!r})"
+        f" policy={policy!r}, priority={priority!r}, contracts={{{declared}}})"
     )
 
 
@@ -60,7 +64,7 @@ def plugin(*backends: str, body: str = "", hook: str | None = None) -> str:
     )
 
 
-def policy(answers: Mapping[str, tuple[str, str]] | None = None, *, device_count: int = 0) -> str:
+def policy(answers: Mapping[str, tuple[str, str]] | None = None, *, device_count: int = 1) -> str:
     """Source of a policy module with fixed answers; a precision not in ``answers`` is available."""
     return f"""
 import mixprec
@@ -73,7 +77,12 @@ def availability(precision, device):
     return mixprec.Availability(status, reason)
 
 
+#: One entry per call of device_count(), for tests that count them.
+COUNTED = []
+
+
 def device_count():
+    COUNTED.append(True)
     return {device_count!r}
 
 
@@ -94,8 +103,9 @@ def install_backend(
     *,
     priority: int = 0,
     answers: Mapping[str, tuple[str, str]] | None = None,
-    device_count: int = 0,
+    device_count: int = 1,
     distribution: str | None = None,
+    contracts: Mapping[str, str] | None = None,
 ) -> str:
     """Install a distribution (``tw-NAME`` unless given) with plugin ``NAME`` serving one backend ``NAME``.
 
@@ -107,7 +117,11 @@ def install_backend(
         distribution or f"tw-{name}",
         entry_points={name: package},
         modules={
-            package: plugin(backend(name, device_type, precisions, policy=f"{package}.policy", priority=priority)),
+            package: plugin(
+                backend(
+                    name, device_type, precisions, policy=f"{package}.policy", priority=priority, contracts=contracts
+                )
+            ),
             f"{package}.policy": policy(answers, device_count=device_count),
         },
     )

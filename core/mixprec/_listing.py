@@ -1,0 +1,78 @@
+"""``available``: what every installed backend says of every precision it offers, here.
+
+One :class:`Record` per backend, device type and precision, with the status in force (the
+policy's answer checked against the device's presence, as for ``get_precision``), and one per
+plugin that failed to load. ``mixprec list`` prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mixprec._backend import ANY_DEVICE, ContractSource, Device
+from mixprec._inputs import requested_device
+from mixprec._policies import current
+from mixprec._presence import probe
+
+__all__ = ["Record", "available"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row of :func:`available`: a backend, a device type, a precision and its status here.
+
+    ``contract`` says where the precision's contract comes from: "standard" (the core's),
+    "declared" (the backend's own ``Backend.contracts``) or "undeclared"; it is "" in the row of a
+    plugin that failed to load.
+    """
+
+    backend: str
+    device_type: str
+    precision: str
+    status: str
+    reason: str
+    contract: ContractSource | str
+    priority: int
+    distribution: str | None
+    version: str | None
+    plugin: str
+
+
+def available(device: Any = None) -> list[Record]:
+    """A record per backend x device type x precision with its status here, and one per failed plugin.
+
+    Without ``device`` each backend is asked about the current device of its type (the CPU for
+    those serving every type); with it, only backends serving that device are asked, about that
+    device. A device that is not there makes every precision on it "unavailable", saying why.
+    """
+    snap, caches = current()
+    dev = requested_device(device, snap)
+    records: list[Record] = []
+    for reg in sorted(
+        snap.backends.values(), key=lambda r: (r.backend.device_type, -r.backend.priority, r.backend.name)
+    ):
+        kind = reg.backend.device_type
+        if dev is not None and kind not in (dev.type, ANY_DEVICE):
+            continue
+        probe_device = dev or Device("cpu" if kind == ANY_DEVICE else kind)
+        for precision in reg.backend.precisions:
+            a = probe(reg, precision, probe_device, snap, caches)
+            records.append(
+                Record(
+                    reg.backend.name,
+                    kind,
+                    precision,
+                    a.status,
+                    a.reason,
+                    reg.backend.contract_source(precision),
+                    reg.backend.priority,
+                    reg.plugin.distribution,
+                    reg.plugin.version,
+                    reg.plugin.name,
+                )
+            )
+    for failure in snap.failures:
+        p = failure.plugin
+        records.append(Record(p.name, "", "", "failed", failure.error, "", 0, p.distribution, p.version, p.name))
+    return records

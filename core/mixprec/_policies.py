@@ -1,0 +1,137 @@
+"""Asking backends: their policy modules, imported at first use, and what they answer, checked and cached.
+
+A policy is third-party code. Each answer is checked where it is read (an ``Availability`` with
+a status a policy may give and a ``str`` reason; a device count that is a non-negative ``int``),
+and a policy that cannot be imported, lacks a function, raises or answers wrongly makes its
+backend "failed": skipped like an unavailable one, warned about once, an error under
+``MIXPREC_STRICT``.
+
+Everything learnt is kept in a :class:`Caches` for one registry generation, so a warm call asks
+nothing twice; registering a plugin starts a new generation and with it empty caches.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from types import ModuleType
+from typing import Any
+
+from mixprec._backend import Availability, Device, Request
+from mixprec._errors import PluginError, PrecisionWarning, shown
+from mixprec._registry import Registered, Snapshot, registry
+
+__all__ = ["Caches", "ask", "backend_device_count", "current", "policy", "policy_failed"]
+
+_POLICY_STATUSES = ("available", "slow", "unavailable")
+_POLICY_FUNCTIONS = ("availability", "create", "device_count")
+
+
+class Caches:
+    """What resolution learnt for one registry generation: policies, their answers, presence, finished plans."""
+
+    __slots__ = ("best_device", "counts", "generation", "plans", "policies", "probes", "reported", "strict", "torch")
+
+    def __init__(self, generation: int = -1, strict: bool = False) -> None:
+        self.generation = generation
+        self.strict = strict
+        self.policies: dict[str, ModuleType | PluginError] = {}
+        #: (backend, precision, device) -> the answer in force: the policy's, unless the device is absent.
+        self.probes: dict[tuple[str, str, Device], Availability] = {}
+        #: backend -> its policy's device_count(), or what is wrong with it.
+        self.counts: dict[str, int | str] = {}
+        #: device type -> torch's count of its devices, or why torch cannot count them.
+        self.torch: dict[str, int | str] = {}
+        self.plans: dict[tuple[Any, ...], tuple[Registered, Request]] = {}
+        self.best_device: Device | None = None
+        #: backends whose failed policy has been warned about.
+        self.reported: set[str] = set()
+
+
+_caches = Caches()
+
+
+def current() -> tuple[Snapshot, Caches]:
+    """The registry's snapshot and the caches of its generation (new, empty ones after a registration)."""
+    global _caches
+    snap = registry.snapshot()
+    caches = _caches
+    if caches.generation != snap.generation:
+        caches = Caches(generation=snap.generation, strict=snap.strict)
+        _caches = caches
+    return snap, caches
+
+
+def policy_failed(reg: Registered, caches: Caches, problem: str) -> Availability:
+    """Report a backend whose policy failed: an error under MIXPREC_STRICT, else a warning once."""
+    message = f"backend {reg.backend.name!r} of {reg.plugin} failed: {problem}"
+    if caches.strict:
+        raise PluginError(f"MIXPREC_STRICT is set and the {message}")
+    if reg.backend.name not in caches.reported:
+        caches.reported.add(reg.backend.name)
+        warnings.warn(f"The {message}; it is skipped.", PrecisionWarning, stacklevel=2)
+    return Availability("failed", problem)
+
+
+def policy(reg: Registered, caches: Caches) -> ModuleType | PluginError:
+    """The backend's policy module, imported at first use, or the error that it cannot be used."""
+    name = reg.backend.name
+    found = caches.policies.get(name)
+    if found is None:
+        module_name = reg.backend.policy
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            problem = f"its policy module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
+        else:
+            missing = [f for f in _POLICY_FUNCTIONS if not callable(getattr(module, f, None))]
+            problem = f"its policy module {module_name!r} lacks {', '.join(missing)}" if missing else ""
+        if problem:
+            policy_failed(reg, caches, problem)
+            found = PluginError(f"Backend {name!r} ({reg.plugin}) cannot be used: {problem}.")
+        else:
+            found = module
+        caches.policies[name] = found
+    return found
+
+
+def ask(module: ModuleType, precision: str, device: Device) -> Availability | str:
+    """The policy's answer for ``precision`` on ``device`` as a clean Availability, or what is wrong with it."""
+    try:
+        answer = module.availability(precision, device)
+    except Exception as exc:
+        return f"availability() raised {type(exc).__name__}: {exc}"
+    if not isinstance(answer, Availability):
+        return f"availability() returned {shown(answer)}, not a mixprec.Availability"
+    # Availability checks itself on construction, but a subclass or object.__setattr__ can get around that.
+    status: Any = answer.status
+    reason: Any = answer.reason
+    if type(status) is not str or status not in _POLICY_STATUSES:
+        return (
+            f"availability() returned the status {shown(status)}; a policy answers one of {', '.join(_POLICY_STATUSES)}"
+        )
+    if not isinstance(reason, str):
+        return f"availability() returned a reason of type {type(reason).__name__}, not a str"
+    return Availability(status, str.__str__(reason))  # type: ignore[arg-type]
+
+
+def backend_device_count(reg: Registered, caches: Caches) -> int | str:
+    """How many devices of its type the backend's policy counts, or what is wrong with it (cached)."""
+    found = caches.counts.get(reg.backend.name)
+    if found is None:
+        module = policy(reg, caches)
+        found = str(module) if isinstance(module, PluginError) else _count(reg, module, caches)
+        caches.counts[reg.backend.name] = found
+    return found
+
+
+def _count(reg: Registered, module: ModuleType, caches: Caches) -> int | str:
+    try:
+        count = module.device_count()
+    except Exception as exc:
+        problem = f"device_count() raised {type(exc).__name__}: {exc}"
+    else:
+        if not isinstance(count, bool) and isinstance(count, int) and count >= 0:
+            return int.__int__(count)
+        problem = f"device_count() returned {shown(count)}, not a non-negative int"
+    return policy_failed(reg, caches, problem).reason

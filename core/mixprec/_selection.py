@@ -1,0 +1,170 @@
+"""Selection: which backend serves one precision on one device, and why; or the error saying why none can.
+
+The candidates are the backends that offer the precision on the device type (those serving every
+device type included). One is selected by the first rule that applies:
+
+1. ``backend=``, if given: that backend, or an error if it cannot run here;
+2. ``MIXPREC_BACKEND``, if it names a candidate: likewise;
+3. among the backends for the device type itself (those for every device type, the core's "true"
+   precisions, only where there is none), the first usable one ordered by status ("available"
+   before "slow"), then priority (higher first), then name (alphabetical).
+
+A candidate's status is its policy's answer, checked against the device's presence
+(:mod:`mixprec._presence`). No candidate is ever passed over in silence: the :class:`Choice` keeps
+every candidate with its status, and where nothing can be selected the error names each reason,
+or the distribution to install when nothing installed offers the precision.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import NamedTuple
+
+from mixprec._backend import ANY_DEVICE, Availability, Device
+from mixprec._errors import BackendNotFoundError, BackendUnavailableError, PrecisionError
+from mixprec._inputs import KNOWN_DISTRIBUTIONS, PRECISION_DISTRIBUTIONS
+from mixprec._policies import Caches
+from mixprec._presence import probe
+from mixprec._registry import Registered, Snapshot
+
+__all__ = ["RANKING", "Choice", "offers", "select", "unknown_backend"]
+
+RANKING = (
+    "backends for the device type before those for every device type; among them the first usable"
+    " by status (available before slow), then priority (higher first), then name"
+)
+
+
+class Choice(NamedTuple):
+    """The outcome of selecting a backend for one precision on one device."""
+
+    candidates: list[tuple[Registered, Availability]]
+    chosen: Registered | None
+    rule: str
+    error: PrecisionError | None
+    #: "backend=" or "MIXPREC_BACKEND" when a name, not the ranking, decided.
+    source: str | None = None
+
+    @property
+    def status(self) -> str | None:
+        """The chosen backend's status; None when nothing was chosen."""
+        return next((a.status for r, a in self.candidates if r is self.chosen), None)
+
+
+def candidates(snap: Snapshot, precision: str, device: Device) -> list[Registered]:
+    return [r for r in snap.for_device_type(device.type) if precision in r.backend.precisions]
+
+
+def offers(snap: Snapshot, name: str, precision: str, device: Device) -> bool:
+    """Whether backend ``name`` is among the candidates for ``precision`` on ``device``."""
+    return any(r.backend.name == name for r in candidates(snap, precision, device))
+
+
+def _order(reg: Registered, availability: Availability) -> tuple[int, int, str]:
+    return (0 if availability.status == "available" else 1, -reg.backend.priority, reg.backend.name)
+
+
+def select(snap: Snapshot, caches: Caches, precision: str, device: Device, backend: str | None) -> Choice:
+    """Select a backend for ``precision`` on ``device`` by the rules above; ``backend`` is ``backend=``."""
+    found = candidates(snap, precision, device)
+    probed = [(r, probe(r, precision, device, snap, caches)) for r in found]
+    if not found:
+        return Choice(probed, None, RANKING, _not_found(snap, precision, device))
+    if backend is not None:
+        return _forced(snap, probed, precision, device, backend, "backend=")
+    from_env = os.environ.get("MIXPREC_BACKEND", "").strip()
+    if from_env and any(r.backend.name == from_env for r, _ in probed):
+        return _forced(snap, probed, precision, device, from_env, "MIXPREC_BACKEND")
+    # A backend for the device type itself knows the device; one for every device type (the core's
+    # "true" precisions) is the fallback where none does, never a way around an honest "slow".
+    ranked = [(r, a) for r, a in probed if r.backend.device_type != ANY_DEVICE] or probed
+    usable = sorted(((r, a) for r, a in ranked if a.usable), key=lambda pair: _order(*pair))
+    if not usable:
+        reasons = "; ".join(f"backend {r.backend.name!r}: {a.reason or a.status}" for r, a in probed)
+        error = BackendUnavailableError(f"{precision!r} cannot run on {device} here. {reasons}.")
+        return Choice(probed, None, RANKING, error)
+    return Choice(probed, usable[0][0], RANKING, None)
+
+
+def _forced(
+    snap: Snapshot,
+    probed: list[tuple[Registered, Availability]],
+    precision: str,
+    device: Device,
+    name: str,
+    source: str,
+) -> Choice:
+    """The choice when ``source`` names backend ``name``: that backend, or an error saying why not."""
+    rule = f"{source} names {name!r}"
+    for reg, availability in probed:
+        if reg.backend.name == name:
+            if availability.usable:
+                return Choice(probed, reg, rule, None, source)
+            unusable = BackendUnavailableError(
+                f"Backend {name!r} (chosen by {source}) cannot run {precision!r} on {device} here:"
+                f" {availability.reason or availability.status}."
+            )
+            return Choice(probed, None, rule, unusable, source)
+    if name not in snap.backends:
+        return Choice(probed, None, rule, unknown_backend(snap, name, source), source)
+    other = snap.backends[name].backend
+    offered = ", ".join(r.backend.name for r, _ in probed)
+    error = BackendNotFoundError(
+        f"Backend {name!r} (from {source}) serves device type {other.device_type!r} with"
+        f" {', '.join(other.precisions)}; it does not offer {precision!r} on {device}."
+        f" Backends that do: {offered}."
+    )
+    return Choice(probed, None, rule, error, source)
+
+
+def unknown_backend(snap: Snapshot, name: str, source: str) -> BackendNotFoundError:
+    """The error for a backend name that no installed backend has, with the closest one."""
+    close = difflib.get_close_matches(name, sorted(snap.backends), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    shown = repr(name) if len(name) <= 80 else f"{name[:60]!r}... ({len(name)} characters)"
+    return BackendNotFoundError(
+        f"Unknown backend {shown} (from {source}).{hint} Installed backends: {', '.join(sorted(snap.backends))}."
+    )
+
+
+def _not_found(snap: Snapshot, precision: str, device: Device) -> PrecisionError:
+    """Nothing installed offers ``precision`` on ``device``: say what to install, or why what is installed does not.
+
+    The distribution known to serve the precision (``mixprec-fp8`` for "fp8-mixed") is named
+    before the one known to serve the device type (``mixprec-cuda`` for "cuda").
+    """
+    others = sorted(
+        f"{r.backend.name} ({r.backend.device_type})"
+        for r in snap.backends.values()
+        if precision in r.backend.precisions
+    )
+    elsewhere = f" Backends offering it on other devices: {', '.join(others)}." if others else ""
+    hints = [d for d in (PRECISION_DISTRIBUTIONS.get(precision), KNOWN_DISTRIBUTIONS.get(device.type)) if d]
+    for distribution in hints:
+        for failure in snap.failures:
+            if failure.plugin.distribution == distribution:
+                return BackendNotFoundError(
+                    f"No backend offers {precision!r} on {device}: {distribution} is installed but {failure}."
+                )
+        for plugin, why in snap.skipped:
+            if plugin.distribution == distribution:
+                return BackendNotFoundError(
+                    f"No backend offers {precision!r} on {device}: {distribution} is installed but not loaded ({why})."
+                )
+        if not any(r.plugin.distribution == distribution for r in snap.backends.values()):
+            if distribution == PRECISION_DISTRIBUTIONS.get(precision):
+                return BackendNotFoundError(
+                    f"No installed backend offers {precision!r} on {device}: pip install {distribution}.{elsewhere}"
+                )
+            return BackendNotFoundError(
+                f"No backend for device type {device.type!r} is installed: pip install {distribution}"
+            )
+    if hints:
+        verb = "does" if len(hints) == 1 else "do"
+        return BackendNotFoundError(f"{' and '.join(hints)} {verb} not offer {precision!r} on {device}.{elsewhere}")
+    return BackendNotFoundError(
+        f"No installed backend offers {precision!r} on {device}, and mixprec knows no distribution"
+        f" for device type {device.type!r}: a backend for it registers through the 'mixprec.backends'"
+        f" entry point (see docs/writing-a-backend.md).{elsewhere}"
+    )
