@@ -154,16 +154,19 @@ def mixed_precision(request: Request, *, scaler: bool) -> Precision:
             f" {has} loss scaling, so pass scaler={needs_scaler}, or build it with standard_precision(request)."
         )
     family = strategy_family(request)
-    grad_scaler = _make_scaler(request, family) if scaler else None
     if not scaler:
         _check_options(request, ())
+    # lightning.fabric (which the Trainer's classes import too) before the scaler, as when this module
+    # imported it: it sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so that GradScaler("cuda") counts GPUs
+    # without starting the CUDA driver.
+    from mixprec import _fabric
+
+    grad_scaler = _make_scaler(request, family) if scaler else None
     device = request.device.type
     if request.target == "trainer":
         from mixprec import _trainer
 
         return _trainer.mixed_precision(precision, device, grad_scaler, family)
-    from mixprec import _fabric
-
     return _fabric.mixed_precision(precision, device, grad_scaler, family)
 
 
