@@ -147,6 +147,8 @@ def _environment(root: Path) -> dict[str, str]:
     ``.pth`` file adds this environment's site-packages (torch, lightning, pip, setuptools) after it.
     pip runs offline: no index, no build isolation (setuptools is already there).
     """
+    missing = [name for name in ("pip", "setuptools") if importlib.util.find_spec(name) is None]
+    assert not missing, f"the guide's pip install runs offline with this environment's {missing}: install them here"
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site_packages = Path(
