@@ -225,6 +225,15 @@ def test_the_guide_shows_what_mixprec_check_prints_without_an_intel_gpu(
             assert line in printed, f"the guide shows {line!r}, which mixprec check does not print"
 
 
+def test_the_guide_shows_what_mixprec_new_prints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (shown,) = [b.text for b in _blocks(GUIDE) if b.language == "text" and b.text.startswith("$ mixprec new ")]
+    command, printed = shown.split("\n", 1)
+    monkeypatch.chdir(tmp_path)
+    ran = run_cli(command.removeprefix("$ mixprec ").split())
+    assert ran.code == 0, ran.err
+    assert ran.out == printed
+
+
 @pytest.fixture
 def smallest_on_cpu(site: Site) -> Site:
     """The smallest backend with its device type "xpu" replaced by "cpu", installed from the guide's files."""
