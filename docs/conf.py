@@ -60,13 +60,8 @@ nitpick_ignore_regex = [
     # them only for type checking, so autodoc sees some by the short names they are imported as.
     ("py:.*", r"lightning(\..*)?"),
     ("py:class", r"Precision|TrainerPrecision"),
-    ("py:.*", r"lightning_utilities(\..*)?"),
-    # pluggy: the HookimplMarker that ``mixprec.hookimpl`` is
-    ("py:.*", r"pluggy(\..*)?"),
-    # pytest: the Metafunc that ``ConformanceTests.pytest_generate_tests`` receives
-    ("py:.*", r"(_pytest|pytest)(\..*)?"),
-    # Python's standard library (no intersphinx inventory either)
-    ("py:.*", r"(collections\.abc|typing|types|contextlib|pathlib|enum|dataclasses)\..*"),
+    # Python's standard library (no intersphinx inventory either): Mapping and Callable in annotations
+    ("py:class", r"collections\.abc\..*"),
 ]
 
 # --- the site ------------------------------------------------------------------------------------
