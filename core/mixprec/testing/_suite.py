@@ -1,33 +1,49 @@
 """Running the checks against one installed backend on one device, and the report of the run.
 
 A run is a flat list of :class:`Case` objects, one per (precision, check), decided from the backend's
-description and the contract table before anything runs. ``mixprec check`` and the pytest class
-iterate the very same list, so the two forms cannot drift apart, and pytest shows one test per case.
+description and each precision's contract before anything runs. ``mixprec check`` and the pytest
+class iterate the very same list, so the two forms cannot drift apart, and pytest shows one test per
+case.
 
-A case is *skipped*, never passed, when the device is absent, when the backend's policy says the
-precision cannot run there, when the precision has no contract, or when the backend declares the
-check's capability unsupported; the reason is reported with it. A run in which every case was
-skipped is not a failure (``mixprec check`` exits 0, so CI on a machine without the device stays
-green), and its report says plainly that nothing was verified.
+A precision without a contract gets one case, ``contract_declared``, which fails and says how to
+declare one. Any other case is *skipped*, never passed, when the device is absent (as the backend's
+own policy counts its devices; for the core's every-device backend, as torch's device module counts
+them), when the backend's policy says the precision cannot run there, or when the backend or the
+contract declares the check's capability unsupported; the reason is reported with it. A run in which
+every case was skipped is not a failure (``mixprec check`` exits 0, so CI on a machine without the
+device stays green), and its report says plainly that nothing was verified.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
 import torch
 
 import mixprec
-from mixprec._backend import ANY_DEVICE, Availability, Backend, Device
+from mixprec._backend import ANY_DEVICE, Availability, Backend, ContractSource, Device
+from mixprec._contract import Contract
 from mixprec._errors import BackendNotFoundError, DeviceError, PluginError, UnknownPrecisionError
-from mixprec._registry import Registered, registry
+from mixprec._policies import current
+from mixprec._presence import absence
+from mixprec._registry import Registered, Snapshot
 from mixprec._resolver import Record
-from mixprec.testing._checks import CHECKS, Check, CheckFailed, CheckSkipped, Subject, isolated
-from mixprec.testing._contract import CAPABILITIES, CONTRACTS
+from mixprec.testing._checks import (
+    CHECKS,
+    Check,
+    CheckFailed,
+    CheckSkipped,
+    Subject,
+    contract_declared,
+    undeclared_contract,
+)
+from mixprec.testing._contract import CAPABILITIES
+from mixprec.testing._global_state import isolated
 
 __all__ = ["Case", "Outcome", "Report", "Result", "Suite", "run"]
 
@@ -67,8 +83,9 @@ class Case:
         if self.skip_reason is not None:
             raise CheckSkipped(self.skip_reason)
         contract = self.subject.contract
-        assert contract is not None  # a precision without a contract has a skip reason
-        with isolated(self.subject.device.type):
+        if contract is None:  # its only case is contract_declared
+            raise CheckFailed(undeclared_contract(self.subject))
+        with one_thread(), isolated(self.subject.device.type):
             self.check.function(self.subject, contract)
 
     def run(self) -> Result:
@@ -97,6 +114,8 @@ class Report:
     version: str | None
     availability: Mapping[str, Availability]
     results: tuple[Result, ...]
+    #: Where each precision's contract comes from: "standard" (the core's), "declared" (the backend's) or "undeclared".
+    contracts: Mapping[str, ContractSource] = field(default_factory=dict)
 
     def count(self, outcome: Outcome) -> int:
         return sum(r.outcome == outcome for r in self.results)
@@ -113,8 +132,8 @@ class Report:
     def summary(self) -> str:
         passed, failed, skipped = self.count("passed"), self.count("failed"), self.count("skipped")
         line = f"{passed} passed, {failed} failed, {skipped} skipped"
-        if passed == failed == 0:
-            line += f": nothing was verified on {self.device} here (see the reasons above)"
+        if all(r.outcome == "skipped" or r.check == "contract_declared" for r in self.results) and not failed:
+            line += f": nothing was verified on {self.device} here beyond the contracts (see the reasons above)"
         return line
 
     def __str__(self) -> str:
@@ -123,7 +142,8 @@ class Report:
         labels = {"passed": "passed ", "failed": "FAILED ", "skipped": "skipped"}
         for precision, availability in self.availability.items():
             reason = f": {availability.reason}" if availability.reason else ""
-            lines += ["", f"{precision} ({availability.status}{reason})"]
+            contract = f"; contract: {self.contracts[precision]}" if precision in self.contracts else ""
+            lines += ["", f"{precision} ({availability.status}{reason}{contract})"]
             for r in self.results:
                 if r.precision == precision:
                     lines.append(f"  {labels[r.outcome]} {r.check}" + (f": {r.detail}" if r.detail else ""))
@@ -140,7 +160,7 @@ class Report:
             "passed": self.count("passed"),
             "failed": self.count("failed"),
             "skipped": self.count("skipped"),
-            "precisions": {p: asdict(a) for p, a in self.availability.items()},
+            "precisions": {p: {**asdict(a), "contract": self.contracts.get(p)} for p, a in self.availability.items()},
             "results": [asdict(r) for r in self.results],
         }
         return json.dumps(payload, indent=2)
@@ -157,34 +177,47 @@ class Suite:
 
     Raises:
         PrecisionError: no backend of that name is installed, the device is not one it serves, it does
-            not offer the precision, or it declares capabilities the suite does not know.
+            not offer the precision, or it or a contract it declares names capabilities the suite does not know.
     """
 
     def __init__(self, backend: str, device: str | None = None, precision: str | None = None) -> None:
-        registered = _find(backend)
+        snap, caches = current()
+        registered = _find(snap, backend)
         self.backend: Backend = registered.backend
         self.distribution = registered.plugin.distribution
         self.version = registered.plugin.version
         self.device = _device(self.backend, device)
         _check_capabilities(self.backend)
-        absent = _absent(self.device)
+        missing = absence(registered, self.device, snap, caches)
+        # A count that fails is no absence: the policy is broken, and its checks fail with its error.
+        absent = missing.reason if missing is not None and missing.status == "unavailable" else None
         records = {r.precision: r for r in mixprec.available(str(self.device)) if r.backend == backend}
         self.availability: Mapping[str, Availability] = MappingProxyType(
             {p: _availability(records.get(p)) for p in _precisions(self.backend, precision)}
         )
         cases: list[Case] = []
-        for name, availability in self.availability.items():
-            subject = Subject(self.backend, self.device, name, availability)
-            skip = _skip_reason(subject, absent)
+        self.subjects: tuple[Subject, ...] = tuple(
+            Subject(self.backend, self.device, name, availability) for name, availability in self.availability.items()
+        )
+        for subject in self.subjects:
+            contract = subject.contract
             for check in CHECKS:
-                if subject.contract is None or check.applies(subject.contract):
-                    cases.append(Case(subject, check, skip or _unsupported(self.backend, check)))
+                if check.function is contract_declared:
+                    # A description either declares a contract or not, whatever the device: never skipped.
+                    cases.append(Case(subject, check, None))
+                elif contract is not None and check.applies(contract):
+                    skip = _skip_reason(subject, absent) or _unsupported(self.backend, contract, check)
+                    cases.append(Case(subject, check, skip))
         self.cases: tuple[Case, ...] = tuple(cases)
 
     def run(self) -> Report:
         """Run every case in order and report the results."""
-        results = tuple(case.run() for case in self.cases)
-        return Report(self.backend.name, str(self.device), self.distribution, self.version, self.availability, results)
+        with one_thread():  # once for the run, rather than once per case
+            results = tuple(case.run() for case in self.cases)
+        contracts = MappingProxyType({s.precision: self.backend.contract_source(s.precision) for s in self.subjects})
+        return Report(
+            self.backend.name, str(self.device), self.distribution, self.version, self.availability, results, contracts
+        )
 
 
 def run(backend: str, device: str | None = None, precision: str | None = None) -> Report:
@@ -192,8 +225,25 @@ def run(backend: str, device: str | None = None, precision: str | None = None) -
     return Suite(backend, device, precision).run()
 
 
-def _find(name: str) -> Registered:
-    snap = registry.snapshot()
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch's CPU kernels on one thread, as they are put back after.
+
+    The suite's model is tiny: threads only add their start-up, and on a busy machine (CI) every parallel
+    region waits for a thread that is not running, which made a check several times slower.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _find(snap: Snapshot, name: str) -> Registered:
     found = snap.backends.get(name)
     if found is not None:
         return found
@@ -235,38 +285,20 @@ def _availability(record: Record | None) -> Availability:
 
 
 def _check_capabilities(backend: Backend) -> None:
-    unknown = sorted(set(backend.unsupported) - set(CAPABILITIES))
-    if unknown:
-        raise PluginError(
-            f"Backend {backend.name!r} declares unknown capabilities {unknown} unsupported; the capabilities"
-            f" mixprec.testing knows are {sorted(CAPABILITIES)}. Fix the names in Backend.unsupported."
-        )
-
-
-def _absent(device: Device) -> str | None:
-    """Why ``device`` is not present in this process, or None when it is."""
-    if device.type == "cpu":
-        return None
-    count = getattr(getattr(torch, device.type, None), "device_count", None)
-    if callable(count):
-        n = int(count())
-        if n == 0:
-            return f"no {device.type} device here (torch.{device.type}.device_count() is 0)"
-        if device.index is not None and device.index >= n:
-            return f"{device} is not here: this machine has {n} {device.type} device(s)"
-        return None
-    try:
-        torch.empty(0, device=str(device))
-    except Exception as exc:
-        return f"{device} is not usable here: {str(exc).splitlines()[0]}"
-    return None
+    declared = {"Backend.unsupported": backend.unsupported}
+    declared.update({f"the contract of {p!r}": c.unsupported for p, c in backend.contracts.items()})
+    for where, unsupported in declared.items():
+        unknown = sorted(set(unsupported) - set(CAPABILITIES))
+        if unknown:
+            raise PluginError(
+                f"Backend {backend.name!r} declares unknown capabilities {unknown} unsupported in {where}; the"
+                f" capabilities mixprec.testing knows are {sorted(CAPABILITIES)}. Fix the names there."
+            )
 
 
 def _skip_reason(subject: Subject, absent: str | None) -> str | None:
     if absent is not None:
         return absent
-    if subject.contract is None:
-        return f"mixprec.testing has no contract for {subject.precision!r}; it knows {', '.join(CONTRACTS)}"
     availability = subject.availability
     if availability.status == "unavailable":
         return f"backend {subject.backend.name!r} says it cannot run here: {availability.reason}"
@@ -274,7 +306,12 @@ def _skip_reason(subject: Subject, absent: str | None) -> str | None:
     return None
 
 
-def _unsupported(backend: Backend, check: Check) -> str | None:
-    if check.capability is not None and check.capability in backend.unsupported:
-        return f"backend declares {check.capability!r} unsupported: {backend.unsupported[check.capability]}"
+def _unsupported(backend: Backend, contract: Contract, check: Check) -> str | None:
+    capability = check.capability
+    if capability is None:
+        return None
+    if capability in backend.unsupported:
+        return f"backend declares {capability!r} unsupported: {backend.unsupported[capability]}"
+    if capability in contract.unsupported:
+        return f"the precision's contract declares {capability!r} unsupported: {contract.unsupported[capability]}"
     return None
