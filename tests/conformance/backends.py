@@ -1,9 +1,13 @@
 """Throwaway backends for the conformance suite's own tests, installed as real distributions.
 
 :func:`install` writes a plugin module and a policy module into a throwaway distribution whose
-``mixprec.backends`` entry point registers one backend on the CPU; the registry finds it exactly as
-it finds an installed wheel. :func:`broken_policy` is the source of a policy whose objects are
-mixprec's own :class:`~mixprec.precision.AutocastPrecision` with one method replaced: one defect each.
+``mixprec.backends`` entry point registers one backend; the registry finds it exactly as it finds an
+installed wheel.
+
+:data:`CONTROL_POLICY` builds Lightning's own, unmodified precision classes, each with mixprec's
+state refusal (``ScalerGuard``) as its only addition, and the GradScaler torch builds from the
+user's options: the control that must pass every check. :func:`broken_policy` is the same policy
+with one defect: the methods given replace the control's own.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from collections.abc import Mapping, Sequence
 
 from tests.distributions import Site
 
-#: A policy that builds the reference objects, exactly as mixprec-cpu does, and finds every precision usable.
+#: A policy that builds mixprec's standard objects, as the smallest backend does, and finds every precision usable.
 REFERENCE_POLICY = """
 from mixprec import Availability
-from mixprec.precision import mixed_precision
+from mixprec.precision import standard_precision
 
 
 def availability(precision, device):
@@ -28,44 +32,82 @@ def device_count():
 
 
 def create(request):
-    return mixed_precision(request, scaler=request.precision == "16-mixed")
+    return standard_precision(request)
+"""
+
+_CONTROL = """
+import contextlib
+import math
+
+import torch
+from lightning.fabric.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+from lightning_utilities.core.apply_func import apply_to_collection
+
+from mixprec import Availability
+from mixprec.precision import ScalerGuard
+
+SHARED = {{}}
+
+
+def availability(precision, device):
+    return Availability.available()
+
+
+def device_count():
+    return 1
+
+
+def scaler(request):
+    return torch.amp.GradScaler(request.device.type, **request.options)
+
+
+class Mixed(ScalerGuard, MixedPrecision):
+{methods}
+
+
+class Half(ScalerGuard, HalfPrecision):
+{methods}
+
+
+class Double(ScalerGuard, DoublePrecision):
+{methods}
+
+
+class Full(ScalerGuard, Precision):
+{methods}
+
+
+def build(request):
+    precision = request.precision
+    if precision == "16-mixed":
+        return Mixed(precision, request.device.type, scaler=scaler(request))
+    if precision == "bf16-mixed":
+        return Mixed(precision, request.device.type)
+    if precision in ("16-true", "bf16-true"):
+        return Half(precision)
+    return Double() if precision == "64-true" else Full()
+
+
+def create(request):
+{create}
 """
 
 
-def broken_policy(methods: str, create: str | None = None) -> str:
-    """A policy whose objects are AutocastPrecision with ``methods`` (class-body source) overriding its own.
+def broken_policy(methods: str = "pass", create: str = "return build(request)") -> str:
+    """The control policy whose classes have ``methods`` (class-body source) in place of their own.
 
-    ``create`` replaces the body of ``create(request)`` for defects in how objects are built.
+    ``create`` replaces the body of ``create(request)`` for defects in how objects are built; ``build(request)``
+    is the control's object and ``scaler(request)`` its GradScaler.
     """
-    default_create = """
-        scaler = make_scaler(request) if request.precision == "16-mixed" else None
-        return Broken(request.precision, request.device.type, scaler=scaler)
-    """
-    return "\n".join(
-        [
-            "import contextlib",
-            "import torch",
-            "from lightning.fabric.plugins.precision import MixedPrecision",
-            "from lightning_utilities.core.apply_func import apply_to_collection",
-            "from mixprec import Availability",
-            "from mixprec.precision import AutocastPrecision, make_scaler",
-            "",
-            "SHARED = {}",
-            "",
-            "def availability(precision, device):",
-            "    return Availability.available()",
-            "",
-            "def device_count():",
-            "    return 1",
-            "",
-            "class Broken(AutocastPrecision):",
-            textwrap.indent(textwrap.dedent(methods).strip(), "    "),
-            "",
-            "def create(request):",
-            textwrap.indent(textwrap.dedent(create or default_create).strip(), "    "),
-            "",
-        ]
-    )
+
+    def indented(source: str) -> str:
+        return textwrap.indent(textwrap.dedent(source).strip(), "    ")
+
+    return _CONTROL.format(methods=indented(methods), create=indented(create))
+
+
+#: Lightning's unmodified classes with ScalerGuard: passes every check of every standard precision.
+CONTROL_POLICY = broken_policy()
 
 
 def install(
@@ -76,11 +118,16 @@ def install(
     precisions: Sequence[str] = ("bf16-mixed",),
     device_type: str = "cpu",
     unsupported: Mapping[str, str] | None = None,
+    contracts: Mapping[str, str] | None = None,
 ) -> str:
-    """Install a distribution whose entry point registers backend ``name`` with ``policy``; return its name."""
+    """Install a distribution whose entry point registers backend ``name`` with ``policy``; return its name.
+
+    ``contracts`` maps a precision to the source of its ``Contract(...)``.
+    """
     package = "cf_" + name.replace("-", "_")
+    declared = "{" + ", ".join(f"{p!r}: {source}" for p, source in (contracts or {}).items()) + "}"
     plugin = f"""
-        from mixprec import Backend, hookimpl
+        from mixprec import Backend, Contract, hookimpl
 
 
         @hookimpl
@@ -92,6 +139,7 @@ def install(
                     precisions={tuple(precisions)!r},
                     policy="{package}.policy",
                     unsupported={dict(unsupported or {})!r},
+                    contracts={declared},
                 )
             ]
     """

@@ -1,12 +1,17 @@
-"""How the suite chooses, skips and reports: absent devices, unusable precisions, declared capabilities."""
+"""How the suite chooses, skips and reports: contracts, absent devices, unusable precisions, declared capabilities."""
 
 from __future__ import annotations
+
+import json
+import re
+import sys
 
 import pytest
 
 import mixprec
-from mixprec.testing import CHECKS, Suite, run
-from tests.conformance.backends import REFERENCE_POLICY, broken_policy, install
+from mixprec.testing import CHECKS, Check, Suite, run
+from mixprec.testing import _contract as contract_docs
+from tests.conformance.backends import CONTROL_POLICY, REFERENCE_POLICY, broken_policy, install
 from tests.distributions import Site
 
 UNAVAILABLE_POLICY = """
@@ -38,45 +43,139 @@ def create(request):
     raise AssertionError("never asked")
 """
 
+#: The reference policy on a machine where it counts no device of its type.
+NO_DEVICE_POLICY = REFERENCE_POLICY.replace("return 1", "return 0")
+
+#: The control's bf16-mixed object, under the precision name it was asked for.
+OWN_PRECISION = """
+obj = Mixed("bf16-mixed", request.device.type)
+obj.precision = request.precision
+return obj
+"""
+OWN_PRECISION_POLICY = broken_policy(create=OWN_PRECISION)
+
+#: A fused optimizer refused: the one defect of these objects, behind the capability "fused_optimizers".
+NO_FUSED = """
+def optimizer_step(self, optimizer, **kwargs):
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        raise NotImplementedError("fused optimizers are not supported")
+    return super().optimizer_step(optimizer, **kwargs)
+"""
+NO_FUSED_POLICY = broken_policy(NO_FUSED)
+
 
 def test_an_absent_device_is_skipped_with_the_reason_never_passed(site: Site) -> None:
-    name = install(site, "fake-cuda", REFERENCE_POLICY, precisions=("bf16-mixed", "16-mixed"), device_type="cuda")
+    name = install(site, "fake-cuda", NO_DEVICE_POLICY, precisions=("bf16-mixed", "16-mixed"), device_type="cuda")
     report = run(name)
-    assert {r.outcome for r in report.results} == {"skipped"}
-    assert all("no cuda device here" in r.detail for r in report.results)
+    skipped = [r for r in report.results if r.check != "contract_declared"]
+    assert {r.outcome for r in skipped} == {"skipped"}
+    assert all("no cuda device here: device_count() of backend 'fake-cuda' is 0" in r.detail for r in skipped)
     assert report.ok
     assert "nothing was verified" in report.summary()
 
 
+def test_the_device_count_is_the_backends_own_even_where_torch_has_the_device(site: Site) -> None:
+    report = run(install(site, "no-cpu", NO_DEVICE_POLICY))
+    assert {r.outcome for r in report.results if r.check != "contract_declared"} == {"skipped"}
+    assert "device_count() of backend 'no-cpu' is 0" in report.results[-1].detail
+
+
+def test_a_device_index_beyond_the_backends_count_is_skipped_with_the_reason(site: Site) -> None:
+    report = run(install(site, "one-cpu", REFERENCE_POLICY), device="cpu:1")
+    assert {r.outcome for r in report.results if r.check != "contract_declared"} == {"skipped"}
+    assert "cpu:1 does not exist: device_count() of backend 'one-cpu' is 1" in report.results[-1].detail
+
+
+def test_the_every_device_backend_on_a_device_torch_counts_none_of_is_skipped() -> None:
+    report = run("core", device="cuda", precision="32-true")
+    assert {r.outcome for r in report.results if r.check != "contract_declared"} == {"skipped"}
+    assert "torch.cuda.device_count() is 0" in report.results[-1].detail
+
+
+def test_contract_declared_passes_even_where_the_device_is_absent(site: Site) -> None:
+    report = run(install(site, "fake-cuda", NO_DEVICE_POLICY, device_type="cuda"))
+    (declared,) = [r for r in report.results if r.check == "contract_declared"]
+    assert declared.outcome == "passed"
+
+
 def test_a_precision_the_backend_cannot_run_here_is_skipped_with_the_policy_reason(site: Site) -> None:
     report = run(install(site, "no-fp8", UNAVAILABLE_POLICY))
-    assert {r.outcome for r in report.results} == {"skipped"}
-    assert all("fictional FP8 unit" in r.detail for r in report.results)
+    skipped = [r for r in report.results if r.check != "contract_declared"]
+    assert {r.outcome for r in skipped} == {"skipped"}
+    assert all("fictional FP8 unit" in r.detail for r in skipped)
 
 
 def test_a_policy_whose_availability_raises_fails_every_check(site: Site) -> None:
     name = install(site, "crashing", FAILING_POLICY)
     with pytest.warns(mixprec.PrecisionWarning, match="probe crashed"):
         report = run(name)
-    assert {r.outcome for r in report.results} == {"failed"}
+    assert {r.outcome for r in report.results if r.check != "contract_declared"} == {"failed"}
     assert "probe crashed" in report.failures[0].detail
 
 
-def test_a_precision_without_a_contract_is_skipped_with_the_reason(site: Site) -> None:
-    report = run(install(site, "own-precision", REFERENCE_POLICY, precisions=("fp8-mixed",)))
-    assert {r.outcome for r in report.results} == {"skipped"}
-    assert "no contract for 'fp8-mixed'" in report.results[0].detail
+def test_a_precision_without_a_contract_fails_contract_declared_and_runs_nothing_else(site: Site) -> None:
+    report = run(install(site, "own-precision", OWN_PRECISION_POLICY, precisions=("my-bf16",)))
+    assert [(r.check, r.outcome) for r in report.results] == [("contract_declared", "failed")]
+    assert not report.ok
 
 
-def test_a_declared_capability_that_fails_is_a_failure(site: Site) -> None:
-    policy = broken_policy("def optimizer_step(self, optimizer, **kwargs):\n    return optimizer.step()")
-    report = run(install(site, "claims-closure", policy))
-    assert [r.check for r in report.failures] == ["lbfgs_closure"]
+def test_the_undeclared_contract_failure_shows_how_to_declare_one(site: Site) -> None:
+    report = run(install(site, "own-precision", OWN_PRECISION_POLICY, precisions=("my-bf16",)))
+    detail = report.failures[0].detail
+    assert "Backend(..., contracts={'my-bf16': Contract(compute_dtype='bfloat16', autocast=True)})" in detail
+    assert "from mixprec import Contract" in detail
+
+
+def test_a_declared_contract_is_checked_like_the_standard_one_with_the_same_fields(site: Site) -> None:
+    declared = {"my-bf16": "Contract('bfloat16', autocast=True)"}
+    own = run(install(site, "own", OWN_PRECISION_POLICY, precisions=("my-bf16",), contracts=declared))
+    standard = run(install(site, "standard", CONTROL_POLICY, precisions=("bf16-mixed",)))
+    assert [(r.check, r.outcome) for r in own.results] == [(r.check, r.outcome) for r in standard.results]
+    assert own.ok
+    assert own.contracts == {"my-bf16": "declared"}
+
+
+def test_an_object_that_breaks_its_declared_contract_fails_the_check_of_that_field(site: Site) -> None:
+    declared = {"my-fp16": "Contract('float16', autocast=True)"}  # the object computes in bfloat16
+    report = run(install(site, "mislabelled", OWN_PRECISION_POLICY, precisions=("my-fp16",), contracts=declared))
+    assert {r.check for r in report.failures} == {"forward_dtype", "nested_forward_context", "convert_input"}
+
+
+def test_a_capability_a_contract_declares_unsupported_is_skipped_with_its_reason(site: Site) -> None:
+    declared = {"my-bf16": "Contract('bfloat16', autocast=True, unsupported={'fused_optimizers': 'no fused kernels'})"}
+    policy = broken_policy(NO_FUSED, OWN_PRECISION)
+    report = run(install(site, "own-no-fused", policy, precisions=("my-bf16",), contracts=declared))
+    (result,) = [r for r in report.results if r.check == "fused_optimizers"]
+    assert (result.outcome, result.detail) == (
+        "skipped",
+        "the precision's contract declares 'fused_optimizers' unsupported: no fused kernels",
+    )
+    assert report.ok
+
+
+def test_a_capability_declared_unsupported_is_skipped_with_the_reason(site: Site) -> None:
+    reason = "this accelerator has no fused kernels"
+    report = run(install(site, "no-fused", NO_FUSED_POLICY, unsupported={"fused_optimizers": reason}))
+    (result,) = [r for r in report.results if r.check == "fused_optimizers"]
+    assert (result.outcome, reason in result.detail) == ("skipped", True)
+    assert report.ok
+
+
+def test_a_capability_not_declared_unsupported_is_required(site: Site) -> None:
+    report = run(install(site, "claims-fused", NO_FUSED_POLICY))
+    assert [r.check for r in report.failures] == ["fused_optimizers"]
 
 
 def test_an_unknown_capability_name_is_an_error_naming_the_known_ones(site: Site) -> None:
     name = install(site, "typo", REFERENCE_POLICY, unsupported={"lbfgs-closure": "no closures"})
     with pytest.raises(mixprec.PluginError, match=r"unknown capabilities \['lbfgs-closure'\].*'lbfgs_closure'"):
+        Suite(name)
+
+
+def test_an_unknown_capability_name_in_a_contract_is_an_error_naming_where(site: Site) -> None:
+    declared = {"my-bf16": "Contract('bfloat16', autocast=True, unsupported={'fused': 'no'})"}
+    name = install(site, "typo", OWN_PRECISION_POLICY, precisions=("my-bf16",), contracts=declared)
+    with pytest.raises(mixprec.PluginError, match=r"unknown capabilities \['fused'\].*in the contract of 'my-bf16'"):
         Suite(name)
 
 
@@ -97,13 +196,48 @@ def test_a_precision_the_backend_does_not_offer_is_an_error_listing_those_it_doe
 
 def test_cases_are_every_applicable_check_of_each_precision_in_order() -> None:
     cases = Suite("core", precision="32-true").cases
-    expected = [c.name for c in CHECKS if c.applies(cases[0].subject.contract)]  # type: ignore[arg-type]
+    expected = [c.name for c in CHECKS if c.applies(mixprec.STANDARD_CONTRACTS["32-true"])]
     assert [case.id for case in cases] == [f"32-true:{name}" for name in expected]
     assert "loss_scaled" not in expected
 
 
-def test_a_failing_check_is_reported_with_what_was_expected(site: Site) -> None:
+def test_the_check_names_are_unique() -> None:
+    names = [c.name for c in CHECKS]
+    assert len(set(names)) == len(names)
+
+
+def test_every_check_is_written_down_under_the_promise_it_holds_an_object_to() -> None:
+    def documented(check: Check) -> set[str]:
+        # The module-conversion checks are written down in their own module, which the contract docs point to.
+        docs = (contract_docs.__doc__ or "") + (sys.modules[check.function.__module__].__doc__ or "")
+        return set(re.findall(r"``(\w+)``", docs))
+
+    assert [c.name for c in CHECKS if c.name not in documented(c)] == []
+
+
+def test_every_check_says_in_one_line_what_it_promises() -> None:
+    assert [c.name for c in CHECKS if not c.summary.endswith(".")] == []
+
+
+def test_a_failing_check_is_reported_with_what_the_object_did_and_what_to_change(site: Site) -> None:
     policy = broken_policy("def convert_module(self, module):\n    return module.to(torch.bfloat16)")
     report = run(install(site, "half-weights", policy), precision="bf16-mixed")
-    expected = "FAILED  parameter_dtype: after convert_module the parameters are ['torch.bfloat16'], not torch.float32"
+    expected = (
+        "FAILED  parameter_dtype: after convert_module the parameters are ['torch.bfloat16']; the contract's"
+        " parameter_dtype is torch.float32: convert_module must cast the module with module.to(dtype)"
+    )
     assert expected in str(report)
+
+
+def test_the_report_says_where_each_contract_comes_from(site: Site) -> None:
+    declared = {"my-bf16": "Contract('bfloat16', autocast=True)"}
+    name = install(site, "own", OWN_PRECISION_POLICY, precisions=("my-bf16", "bf16-mixed"), contracts=declared)
+    report = run(name)
+    lines = str(report).splitlines()
+    assert "my-bf16 (available; contract: declared)" in lines
+    assert "bf16-mixed (available; contract: standard)" in lines
+    precisions = json.loads(report.to_json())["precisions"]
+    assert {p: entry["contract"] for p, entry in precisions.items()} == {
+        "my-bf16": "declared",
+        "bf16-mixed": "standard",
+    }
