@@ -26,6 +26,7 @@ def test_a_precision_whose_distribution_is_not_installed_says_what_to_install(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     install_backend(site, "elsewhere", precisions=("fp8-mixed",))
+    monkeypatch.setenv("MIXPREC_PLUGINS", "elsewhere")
     monkeypatch.setitem(PRECISION_DISTRIBUTIONS, "fp8-mixed", "mixprec-fp8-not-installed")
 
     with pytest.raises(mixprec.BackendNotFoundError) as raised:
