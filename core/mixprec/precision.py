@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -156,9 +157,6 @@ def mixed_precision(request: Request, *, scaler: bool) -> Precision:
     family = strategy_family(request)
     if not scaler:
         _check_options(request, ())
-    # lightning.fabric (which the Trainer's classes import too) before the scaler, as when this module
-    # imported it: it sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so that GradScaler("cuda") counts GPUs
-    # without starting the CUDA driver.
     from mixprec import _fabric
 
     grad_scaler = _make_scaler(request, family) if scaler else None
@@ -253,6 +251,10 @@ def make_scaler(request: Request) -> torch.amp.GradScaler:
 def _make_scaler(request: Request, family: str | None) -> torch.amp.GradScaler:
     _check_options(request, SCALER_OPTIONS)
     options = check_options(request.options)
+    if request.device.type == "cuda":
+        # A CUDA GradScaler asks torch.cuda.is_available(), which starts the CUDA driver (and breaks forked
+        # workers) unless torch counts GPUs through NVML; Lightning sets the same on import. A user's value stays.
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     if family == "fsdp":
         from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 

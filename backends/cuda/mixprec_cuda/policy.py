@@ -325,13 +325,8 @@ def device_count() -> int:
 
 
 def create(request: Request) -> Precision:
-    from mixprec.precision import mixed_precision, true_precision
+    from mixprec.precision import standard_precision
 
-    # torch.amp.GradScaler("cuda") asks torch.cuda.is_available(), which starts the CUDA driver unless
-    # this is "1" (then torch counts through NVML). Importing lightning.fabric sets it so, for the same
-    # reason; the Lightning classes are imported in this call, but perhaps after the scaler is made.
-    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    if OFFERED[request.precision][1] == "true":
-        return true_precision(request)
-    # fp16 overflows without loss scaling; bf16 has fp32's range and needs none.
-    return mixed_precision(request, scaler=request.precision == "16-mixed")
+    # Building a CUDA GradScaler starts no CUDA driver: mixprec.precision imports lightning.fabric, which
+    # makes torch count GPUs through NVML, before it builds one.
+    return standard_precision(request)
