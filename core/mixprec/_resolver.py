@@ -177,19 +177,22 @@ def _slow_warning(snap: Snapshot, caches: Caches, request: Request, availability
 
 def _create(module: ModuleType, reg: Registered, request: Request) -> Any:
     """The policy's ``create(request)``, with what it raises naming the backend that raised it."""
-    origin = f"Backend {reg.backend.name!r} ({reg.plugin})"
     try:
         return module.create(request)
     except PrecisionError as exc:
-        message = str(exc)
+        origin, message = _origin(reg), str(exc)
         if not message.startswith(origin):
             exc.args = (f"{origin}: {message}",)
         raise
     except Exception as exc:
         raise PluginError(
-            f"{origin} failed to build {request.precision!r} on {request.device}: its create() raised"
+            f"{_origin(reg)} failed to build {request.precision!r} on {request.device}: its create() raised"
             f" {type(exc).__name__}: {exc}. Report this to the backend's authors; pass backend= to use another one."
         ) from exc
+
+
+def _origin(reg: Registered) -> str:
+    return f"Backend {reg.backend.name!r} ({reg.plugin})"
 
 
 def _check_created(obj: object, reg: Registered, request: Request) -> None:
