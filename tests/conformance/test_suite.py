@@ -9,8 +9,8 @@ import sys
 import pytest
 
 import mixprec
+import mixprec.testing
 from mixprec.testing import CHECKS, Check, Suite, run
-from mixprec.testing import _contract as contract_docs
 from tests.conformance.backends import CONTROL_POLICY, REFERENCE_POLICY, broken_policy, install
 from tests.distributions import Site
 
@@ -209,7 +209,7 @@ def test_the_check_names_are_unique() -> None:
 def test_every_check_is_written_down_under_the_promise_it_holds_an_object_to() -> None:
     def documented(check: Check) -> set[str]:
         # The module-conversion checks are written down in their own module, which the contract docs point to.
-        docs = (contract_docs.__doc__ or "") + (sys.modules[check.function.__module__].__doc__ or "")
+        docs = (mixprec.testing.__doc__ or "") + (sys.modules[check.function.__module__].__doc__ or "")
         return set(re.findall(r"``(\w+)``", docs))
 
     assert [c.name for c in CHECKS if c.name not in documented(c)] == []

@@ -12,7 +12,7 @@ this module (the object), ``_checks_context`` (``forward_context``, the init con
 ``teardown``), ``_checks_convert`` (``convert_module``, ``convert_input``, ``convert_output``),
 ``_checks_step`` (``backward``, ``optimizer_step``, ``unscale_gradients``, ``main_params``),
 ``_checks_state`` (``state_dict``, ``load_state_dict``), ``_checks_training`` (end to end) and
-``_conversion`` (module conversion). :mod:`mixprec.testing._contract` lists every promise with its
+``_conversion`` (module conversion). The docstring of :mod:`mixprec.testing` lists every promise with its
 check.
 
 Every check builds its own precision objects (``get_precision`` returns a new one per call, which is
@@ -100,7 +100,11 @@ class Subject:
         self.contract = backend.contract(precision)
 
     def make(self, **options: Any) -> Precision:
-        """A new object from ``get_precision``; a contract with loss scaling gets :data:`SCALER_OPTIONS` first."""
+        """A new object from ``get_precision``; with loss scaling, the suite's GradScaler options come first.
+
+        They are ``init_scale=1024.0, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000``: powers of two,
+        so that scaled gradients are exact; ``options`` override them.
+        """
         if self.contract is not None and self.contract.loss_scaling:
             options = {**SCALER_OPTIONS, **options}
         with warnings.catch_warnings():
@@ -314,7 +318,11 @@ def contract_declared(subject: Subject, contract: Contract) -> None:
 
 @_check()
 def is_lightning_precision(subject: Subject, contract: Contract) -> None:
-    """The object is a lightning.fabric.plugins.precision.Precision."""
+    """The object is a lightning.fabric.plugins.precision.Precision.
+
+    get_precision itself refuses an object that is not one (a PluginError naming the backend), so such a
+    backend fails every check that builds an object; this one names the promise.
+    """
     p = subject.make()
     _require(
         isinstance(p, Precision),

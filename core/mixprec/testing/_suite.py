@@ -118,6 +118,7 @@ class Report:
     contracts: Mapping[str, ContractSource] = field(default_factory=dict)
 
     def count(self, outcome: Outcome) -> int:
+        """How many cases came to ``outcome``."""
         return sum(r.outcome == outcome for r in self.results)
 
     @property
@@ -130,6 +131,7 @@ class Report:
         return not self.failures
 
     def summary(self) -> str:
+        """The counts on one line, saying so when nothing beyond the contracts was verified."""
         passed, failed, skipped = self.count("passed"), self.count("failed"), self.count("skipped")
         line = f"{passed} passed, {failed} failed, {skipped} skipped"
         if all(r.outcome == "skipped" or r.check == "contract_declared" for r in self.results) and not failed:
@@ -151,6 +153,7 @@ class Report:
         return "\n".join(lines)
 
     def to_json(self) -> str:
+        """The report as JSON: the backend, the counts, each precision's availability and contract, every result."""
         payload = {
             "backend": self.backend,
             "device": self.device,
