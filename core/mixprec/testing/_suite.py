@@ -97,7 +97,9 @@ class Case:
         except CheckFailed as exc:
             return Result(self.precision, self.check.name, "failed", str(exc))
         except Exception as exc:
-            return Result(self.precision, self.check.name, "failed", f"raised {type(exc).__name__}: {exc}")
+            # The backend's own error says what it did; the check's promise says what was wanted.
+            detail = f"raised {type(exc).__name__}: {exc}; the contract wants: {self.check.summary}"
+            return Result(self.precision, self.check.name, "failed", detail)
         return Result(self.precision, self.check.name, "passed")
 
     def __repr__(self) -> str:
