@@ -68,7 +68,7 @@ class Contract:
             computing as the rest of the model does. 1: every layer of those classes.
         training_rtol: how far, relative to the float32 loss, the suite's small model trained under
             the precision may end from the same model trained in float32; None for the default of
-            the dtype it computes in (:data:`DEFAULT_TRAINING_RTOL`).
+            the dtype it computes in (see :attr:`rtol`).
         unsupported: the optional capabilities of ``mixprec.testing.CAPABILITIES`` this precision
             lacks, each with the reason, added to those its backend declares for all its precisions.
         description: one line on what the precision is, for ``mixprec list`` and ``explain``.
