@@ -6,12 +6,14 @@ device that is not there (torch built without it, no such device, an index out o
 devices of a type are counted by whoever knows them:
 
 - for a backend of that device type, its policy's ``device_count()``;
-- for a backend of every device type (the core's "true" precisions), torch's device module for
-  the type: ``torch.<type>.device_count()`` (``torch.cpu`` counts one CPU; ``torch.cuda`` counts
-  through NVML where it can and never initialises CUDA). For a type torch has no such module
-  for, the backends installed for that type count them (the largest count any reports), so the
-  core's precisions are honest on a third-party device too; where nobody can count, the device
-  is absent.
+- for a backend of every device type (the core's "true" precisions), the backends installed for
+  that device type: the largest count any of them reports. A backend is written to count its
+  devices without starting them (mixprec-cuda reads NVML), and the core's precisions are thereby
+  honest on a third-party device type too. Where no backend for the type is installed (or none
+  can count), torch's device module for the type counts: ``torch.<type>.device_count()``
+  (``torch.cpu`` counts one CPU; ``torch.cuda`` counts through NVML and initialises no CUDA
+  context, though where NVML cannot be loaded it asks the CUDA driver, which is why the type's
+  backend is asked first). Where nobody can count, the device is absent.
 
 No device of the type makes a usable answer "unavailable: no <type> device here ..."; an index
 at or past the count makes it "unavailable: <type>:<i> does not exist ...". A policy's own
@@ -72,22 +74,22 @@ def absence(reg: Registered, device: Device, snap: Snapshot, caches: Caches) -> 
         if isinstance(count, str):
             return Availability("failed", count)
         return _missing(device, count, f"device_count() of backend {reg.backend.name!r}")
-    by_torch = _torch_count(device.type, caches)
-    if isinstance(by_torch, int):
-        import torch
-
-        return _missing(device, by_torch, f"torch.{device.type}.device_count()", f" (torch {torch.__version__})")
     counted = [
         (count, r.backend.name)
         for r in snap.for_device_type(device.type)
         if r.backend.device_type == device.type and isinstance(count := backend_device_count(r, caches), int)
     ]
-    if not counted:
-        return Availability(
-            "unavailable", f"{by_torch}, and no installed backend for device type {device.type!r} counts them"
-        )
-    count, name = max(counted)
-    return _missing(device, count, f"device_count() of backend {name!r}")
+    if counted:
+        count, name = min(counted, key=lambda found: (-found[0], found[1]))
+        return _missing(device, count, f"device_count() of backend {name!r}")
+    by_torch = _torch_count(device.type, caches)
+    if isinstance(by_torch, int):
+        import torch
+
+        return _missing(device, by_torch, f"torch.{device.type}.device_count()", f" (torch {torch.__version__})")
+    return Availability(
+        "unavailable", f"{by_torch}, and no installed backend for device type {device.type!r} counts them"
+    )
 
 
 def probe(reg: Registered, precision: str, device: Device, snap: Snapshot, caches: Caches) -> Availability:
