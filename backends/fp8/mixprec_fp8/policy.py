@@ -7,9 +7,10 @@
   standard contract (``float8_e4m3fn``).
 - On the CPU there are no float8 matmul units: torchao's emulation rounds each matmul's operands
   to float8 with the same dynamic scaling and multiplies them in float32, which is what float8
-  tensor cores compute. It is numerically fp8 training and "slow": a step of a transformer MLP
-  block measured 3.5-7.4x slower than "bf16-mixed" and 2.7-4.7x slower than "32-true" (widths
-  256-1024, benchmarks/fp8.py). It is for testing fp8 numerics, never for speed.
+  tensor cores compute. It is numerically fp8 training and "slow": a training step of a
+  transformer MLP block measured 4.5-6.8x slower than "bf16-mixed" and 2.9-3.7x slower than
+  "32-true" (widths 256-1024, 256 tokens, one thread of an Intel Xeon with AMX;
+  benchmarks/fp8.py). It is for testing fp8 numerics, never for speed.
 - Everywhere, torchao must be installed, version 0.18 or newer; its version is read from the
   installed distribution's metadata, so that listing imports neither torch nor torchao.
 

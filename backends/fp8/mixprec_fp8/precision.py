@@ -23,8 +23,8 @@ Options (``get_precision("fp8-mixed", device, **options)``):
   or a list of ``fnmatch`` patterns of fully qualified names (``["blocks.*"]``).
 
 On the CPU, torchao's emulation computes the float8 matmuls (operands rounded to float8, products
-in float32): torch's CPU ``_scaled_mm`` is a slow reference kernel (measured ~25x slower than the
-emulation for a 256x1024 layer).
+in float32): torch's CPU ``_scaled_mm`` is a reference kernel (a step of a 256x1024 layer on 256
+tokens measured 8.4 s with it, 16 ms emulated).
 """
 
 from __future__ import annotations
