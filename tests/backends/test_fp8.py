@@ -174,7 +174,39 @@ def test_a_precision_the_backend_does_not_offer_is_unavailable() -> None:
     assert decide("bf16-mixed", CPU, Float8Probe(TORCHAO)).status == "unavailable"
 
 
-# --- the probe and the registry on this machine -----------------------------------------------------
+# --- the installed distribution, the probe and the registry on this machine --------------------------
+
+
+def test_the_distribution_registers_one_entry_point_describing_a_backend_per_device_type() -> None:
+    from importlib import metadata
+
+    (entry_point,) = [
+        ep for ep in metadata.distribution("mixprec-fp8").entry_points if ep.group == mixprec.ENTRY_POINT_GROUP
+    ]
+    backends = entry_point.load().mixprec_backends()
+    assert (entry_point.name, entry_point.value) == ("fp8", "mixprec_fp8")
+    assert [(b.name, b.device_type, b.precisions, b.policy) for b in backends] == [
+        ("fp8-cuda", "cuda", ("fp8-mixed",), "mixprec_fp8.cuda"),
+        ("fp8", "cpu", ("fp8-mixed",), "mixprec_fp8.cpu"),
+    ]
+
+
+def test_the_distribution_depends_on_mixprec_mixprec_cuda_torch_and_torchao_0_18() -> None:
+    from importlib import metadata
+
+    assert set(metadata.requires("mixprec-fp8") or ()) == {
+        "mixprec>=0.1.0",
+        "mixprec-cuda>=0.1.0",
+        "torch>=2.4",
+        "torchao>=0.18",
+    }
+
+
+def test_the_distribution_ships_its_type_information() -> None:
+    import mixprec_fp8
+
+    assert mixprec_fp8.__file__ is not None
+    assert (Path(mixprec_fp8.__file__).parent / "py.typed").is_file()
 
 
 def test_the_probe_reads_torchaos_version_from_its_installed_metadata() -> None:
@@ -190,13 +222,16 @@ def test_mixprec_lists_fp8_mixed_on_the_cpu_as_slow_and_on_cuda_by_mixprec_cudas
 
 
 @pytest.mark.slow
-def test_listing_imports_neither_torchao_nor_lightning() -> None:
+def test_loading_the_plugin_imports_no_torch_and_listing_imports_neither_torchao_nor_lightning() -> None:
+    heavy = "('torch', 'torchao', 'lightning')"
     code = (
-        "import sys, mixprec; mixprec.available(); mixprec.explain('fp8-mixed', 'cpu');"
-        " print(sorted(m for m in ('torchao', 'lightning') if m in sys.modules))"
+        "import sys, mixprec_fp8, mixprec_fp8.cpu, mixprec_fp8.cuda, mixprec\n"
+        f"print(sorted(m for m in {heavy} if m in sys.modules))\n"
+        "mixprec.available(); mixprec.explain('fp8-mixed', 'cpu')\n"
+        f"print(sorted(m for m in {heavy} if m in sys.modules))\n"
     )
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert ran.stdout.strip() == "[]"
+    assert ran.stdout.split("\n")[:2] == ["[]", "['torch']"]
 
 
 @pytest.mark.parametrize(("capability", "status"), [((9, 0), "available"), ((8, 0), "unavailable")])

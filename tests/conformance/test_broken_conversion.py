@@ -138,6 +138,18 @@ DEFECTS = [
         note="Fabric.setup of a model the user converted registers the hook a second time",
     ),
     _defect(
+        "gradients-left-scaled",
+        "converted_training_matches_fp32",
+        """
+        def convert_module(self, module):
+            module = super().convert_module(module)
+            for name in self.conversion.converted:  # "gradients scaled into float8_e5m2's range", never scaled back
+                module.get_submodule(name).weight.register_hook(lambda grad: grad / 64)
+            return module
+        """,
+        note="every promise but training holds: the weights move, 64 times too little",
+    ),
+    _defect(
         "converts-a-copy",
         "conversion_idempotent fabric_setup_converts trainer_converts fabric_loop",
         """
@@ -194,11 +206,9 @@ def test_every_defect_names_checks_that_exist() -> None:
     assert {(d.name, c) for d in DEFECTS for c in d.fails if c not in names} == set()
 
 
-def test_every_conversion_check_but_training_is_proven_by_a_broken_backend() -> None:
-    # Training is proven by the defects of test_broken_backends.py that corrupt the step; a conversion that
-    # breaks training breaks one of the promises above first.
+def test_every_conversion_check_is_proven_by_a_broken_backend_that_fails_it() -> None:
     proven = {check for d in DEFECTS for check in d.fails}
-    assert [c for c in CONVERSION_CHECKS if c not in proven] == ["converted_training_matches_fp32"]
+    assert [c for c in CONVERSION_CHECKS if c not in proven] == []
 
 
 @pytest.mark.slow
