@@ -443,11 +443,6 @@ def test_without_the_nvml_library_get_precision_raises_the_reason(machine: Calla
         mixprec.get_precision("bf16-mixed", "cuda")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the core's every-device backend counts cuda devices with torch.cuda.device_count(), which starts the"
-    " CUDA driver (cudaGetDeviceCount) where NVML cannot be read (core/mixprec/_presence.py)",
-)
 def test_without_the_nvml_library_nothing_mixprec_lists_for_cuda_starts_cuda(
     machine: Callable[..., Simulation],
 ) -> None:
