@@ -57,7 +57,7 @@ class Device:
 
     Both are checked on construction, so a device built from a string, a ``torch.device`` or an
     accelerator is always well formed: a lower-case type and a non-negative index of at most
-    :data:`MAX_DEVICE_INDEX`. Whether that device exists here is the resolver's question.
+    ``MAX_DEVICE_INDEX`` (2**63 - 1). Whether that device exists here is the resolver's question.
     """
 
     type: str
@@ -108,8 +108,8 @@ class Device:
 class Availability:
     """What a backend's policy says of one precision on one device: a status and why.
 
-    Checked on construction: ``status`` is one of :data:`Status` and ``reason`` a str, so a
-    policy's mistake is a :class:`PluginError` where it is made.
+    Checked on construction: ``status`` is "available", "slow", "unavailable" or "failed", and
+    ``reason`` a str, so a policy's mistake is a :class:`PluginError` where it is made.
     """
 
     status: Status
@@ -130,6 +130,7 @@ class Availability:
 
     @classmethod
     def available(cls, reason: str = "") -> Availability:
+        """It runs here, and well; ``reason`` says why (``mixprec list`` and ``explain`` show it)."""
         return cls("available", reason)
 
     @classmethod
@@ -144,6 +145,7 @@ class Availability:
 
     @property
     def usable(self) -> bool:
+        """Whether the precision can run here at all: "available" or "slow"."""
         return self.status in ("available", "slow")
 
 
