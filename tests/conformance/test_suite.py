@@ -86,10 +86,16 @@ def test_a_device_index_beyond_the_backends_count_is_skipped_with_the_reason(sit
     assert "cpu:1 does not exist: device_count() of backend 'one-cpu' is 1" in report.results[-1].detail
 
 
-def test_the_every_device_backend_on_a_device_torch_counts_none_of_is_skipped() -> None:
+def test_the_every_device_backend_on_a_device_its_type_backend_counts_none_of_is_skipped() -> None:
     report = run("core", device="cuda", precision="32-true")
     assert {r.outcome for r in report.results if r.check != "contract_declared"} == {"skipped"}
-    assert "torch.cuda.device_count() is 0" in report.results[-1].detail
+    assert "device_count() of backend 'cuda' is 0" in report.results[-1].detail
+
+
+def test_the_every_device_backend_on_a_device_type_without_a_backend_is_counted_by_torch() -> None:
+    report = run("core", device="xpu", precision="32-true")
+    assert {r.outcome for r in report.results if r.check != "contract_declared"} == {"skipped"}
+    assert "torch.xpu.device_count() is 0" in report.results[-1].detail
 
 
 def test_contract_declared_passes_even_where_the_device_is_absent(site: Site) -> None:

@@ -21,11 +21,12 @@ Every offered precision has a contract (:class:`Contract`): the core's for the s
 ``contract_declared``, and nothing else is run for it: nothing is passed unverified.
 
 A check is skipped, with the reason, never passed, when the device is absent (the backend's policy
-counts no such device: ``device_count()``; for the core's every-device backend, torch's device
-module), when the backend's policy says the precision cannot run there, or when the backend
-declares the check's optional capability unsupported: ``Backend(..., unsupported={"fused_optimizers":
-"why"})`` for all its precisions, or ``Contract(..., unsupported=...)`` for one, with the names in
-:data:`CAPABILITIES`. A capability neither declares unsupported is required.
+counts no such device: ``device_count()``; for the core's every-device backend, the backends
+installed for the device type, or else torch's device module, count them), when the backend's policy
+says the precision cannot run there, or when the backend declares the check's optional capability
+unsupported: ``Backend(..., unsupported={"fused_optimizers": "why"})`` for all its precisions, or
+``Contract(..., unsupported=...)`` for one, with the names in :data:`CAPABILITIES`. A capability
+neither declares unsupported is required.
 
 :data:`CHECKS` lists the checks, each named after the behaviour it tests. Library use:
 ``mixprec.testing.run("cpu")`` returns a :class:`Report`; :class:`Suite` gives the cases before

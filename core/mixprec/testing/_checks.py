@@ -396,6 +396,7 @@ for _group in (
     "_checks_step",
     "_checks_state",
     "_checks_training",
+    "_conversion",
 ):
     importlib.import_module(f"mixprec.testing.{_group}")
 

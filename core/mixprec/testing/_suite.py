@@ -7,11 +7,12 @@ case.
 
 A precision without a contract gets one case, ``contract_declared``, which fails and says how to
 declare one. Any other case is *skipped*, never passed, when the device is absent (as the backend's
-own policy counts its devices; for the core's every-device backend, as torch's device module counts
-them), when the backend's policy says the precision cannot run there, or when the backend or the
-contract declares the check's capability unsupported; the reason is reported with it. A run in which
-every case was skipped is not a failure (``mixprec check`` exits 0, so CI on a machine without the
-device stays green), and its report says plainly that nothing was verified.
+own policy counts its devices; for the core's every-device backend, as the resolver counts them: the
+backends for the device type, or else torch's device module), when the backend's policy says the
+precision cannot run there, or when the backend or the contract declares the check's capability
+unsupported; the reason is reported with it. A run in which every case was skipped is not a failure
+(``mixprec check`` exits 0, so CI on a machine without the device stays green), and its report says
+plainly that nothing was verified.
 """
 
 from __future__ import annotations
