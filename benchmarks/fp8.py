@@ -5,6 +5,9 @@ Usage::
     python benchmarks/fp8.py [--quick] [--json OUT] [--threads N]           # the CPU (torchao emulates fp8)
     python benchmarks/fp8.py --device cuda --compile --json OUT            # a GPU of compute capability 8.9+
 
+The CPU results are in benchmarks/results/fp8.json (eager) and fp8-compiled.json (``--compile
+--widths 256 1024``).
+
 The model is a transformer's MLP block, ``x + fc2(gelu(fc1(layernorm(x))))`` with ``fc1``
 ``width -> 4*width``, on a batch of ``--tokens`` rows (tokens of all sequences together), trained
 with AdamW. Three measurements, each in interleaved rounds, reported as the median of the per-round
