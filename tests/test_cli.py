@@ -12,7 +12,7 @@ import pytest
 
 from mixprec import cli
 from tests.cli_runs import ABSENT_DEVICE_POLICY, run_cli
-from tests.conformance.backends import install
+from tests.conformance.backends import REFERENCE_POLICY, install
 from tests.distributions import Site
 
 COMMANDS = ["list", "explain", "check", "demo", "bench", "new"]
@@ -164,3 +164,18 @@ def test_a_closed_pipe_ends_the_command_quietly_with_141(argv: list[str]) -> Non
     assert done.returncode == 141
     assert "Traceback" not in done.stderr
     assert "Exception ignored" not in done.stderr  # what Python prints when the flush at exit fails
+
+
+def test_list_shows_where_each_precisions_contract_comes_from(site: Site) -> None:
+    install(
+        site,
+        "declaring",
+        REFERENCE_POLICY,
+        precisions=("bf16-mixed", "own-bf16", "own-undeclared"),
+        contracts={"own-bf16": "Contract('bfloat16', autocast=True)"},
+    )
+    rows = {tuple(line.split()[:5]) for line in run_cli(["list", "--device", "cpu"]).out.splitlines()}
+    assert ("BACKEND", "DEVICE", "PRECISION", "STATUS", "CONTRACT") in rows
+    assert ("declaring", "cpu", "bf16-mixed", "available", "standard") in rows
+    assert ("declaring", "cpu", "own-bf16", "available", "declared") in rows
+    assert ("declaring", "cpu", "own-undeclared", "available", "undeclared") in rows

@@ -85,13 +85,14 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     rows = [r for r in records if r.precision]
-    header = ("BACKEND", "DEVICE", "PRECISION", "STATUS", "PRIORITY", "DISTRIBUTION", "REASON")
+    header = ("BACKEND", "DEVICE", "PRECISION", "STATUS", "CONTRACT", "PRIORITY", "DISTRIBUTION", "REASON")
     table = [header] + [
         (
             r.backend,
             r.device_type,
             r.precision,
             r.status,
+            r.contract,
             str(r.priority),
             f"{r.distribution} {r.version}" if r.distribution else "(in-process)",
             r.reason,
