@@ -88,10 +88,13 @@ def standard_precision(request: Request) -> Precision:
     Example:
         The whole ``create`` of a backend that only says where the standard precisions run::
 
-            from lightning.fabric.plugins.precision import Precision
+            from typing import TYPE_CHECKING
 
             from mixprec import Request
             from mixprec.precision import standard_precision
+
+            if TYPE_CHECKING:
+                from lightning.fabric.plugins.precision import Precision
 
 
             def create(request: Request) -> Precision:
@@ -113,7 +116,7 @@ def standard_precision(request: Request) -> Precision:
 def mixed_precision(request: Request, *, scaler: bool) -> Precision:
     """Build the autocast object for ``request``: "16-mixed" or "bf16-mixed".
 
-    ``forward_context()`` autocasts to :data:`MIXED_DTYPES` ``[precision]`` on the request's device
+    ``forward_context()`` autocasts to ``MIXED_DTYPES[precision]`` on the request's device
     type. With a scaler, the object carries the GradScaler :func:`make_scaler` builds from the
     user's options, ``backward`` scales the loss and ``optimizer_step`` skips a step whose gradients
     overflowed. For Fabric the object is an :class:`AutocastPrecision`; for

@@ -6,8 +6,10 @@ method (listed below, each promise with its check). It runs against one
 installed backend, on one device, for every precision the backend offers there, and is used in two
 forms that run the very same cases:
 
-- ``mixprec check NAME [--device D] [--precision P] [--json]``: a readable report; exit status 1 if a
-  check failed, 0 otherwise (also when every check was skipped, which the report says plainly).
+- ``mixprec check NAME [--device D] [--precision P] [--json] [-o FILE] [--junit-xml FILE]``: a
+  readable report (or JSON, or JUnit XML for CI); exit status 1 if a check failed, 2 if the backend,
+  device or precision is refused, 0 otherwise (also when every check was skipped, which the report
+  says plainly).
 - From the backend's own pytest run, by subclassing :class:`ConformanceTests`::
 
       from mixprec.testing import ConformanceTests

@@ -72,6 +72,7 @@ class Case:
 
     @property
     def precision(self) -> str:
+        """The precision this case checks."""
         return self.subject.precision
 
     @property
