@@ -54,11 +54,16 @@ if [ "${GPU_CHECKS_INSTALL:-1}" != 0 ]; then
     packages=(. ./backends/cuda ./backends/cpu)
     # mixprec-fp8 is a distribution of its own, installed with the others where this checkout has it.
     [ -f backends/fp8/pyproject.toml ] && packages+=(./backends/fp8)
+    # torchao travels as a wheel in .whl/ (a machine without an index cannot fetch it), made beforehand with
+    #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl torchao==0.18.0
+    for wheel in .whl/torchao-*.whl; do [ -f "$wheel" ] && packages+=("$wheel"); done
     step install 300 "$PYTHON" -m pip install --no-deps --no-build-isolation --no-index --force-reinstall "${packages[@]}"
 fi
 
 # Run from a directory outside the checkout, so that the installed packages are the ones imported.
 step no-init 300 env -C "$OUT" "$PYTHON" - <<'PY'
+import importlib.util
 import json
 import sys
 
@@ -70,6 +75,8 @@ from mixprec_cuda import policy
 if torch.cuda.device_count() == 0:  # counts through NVML, starting nothing
     sys.exit("no CUDA GPU is visible here: these checks need one")
 served = [*policy.OFFERED, "32-true", "64-true"]
+if importlib.util.find_spec("mixprec_fp8") is not None:
+    served.append("fp8-mixed")  # mixprec-fp8 reads compute capability through mixprec-cuda's NVML probe
 built = {
     f"{precision} {target}": type(mixprec.get_precision(precision, "cuda", target=target)).__name__
     for precision in served
@@ -103,6 +110,11 @@ step pytest 600 "$PYTHON" -m pytest tests/backends/test_cuda.py tests/integratio
     --junitxml="$OUT/pytest.xml"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
 step gpu-bench 900 "$PYTHON" benchmarks/gpu.py --json "$OUT/gpu-bench.json" $BENCH_ARGS
+if [ -f backends/fp8/pyproject.toml ]; then
+    # fp8 vs bf16-mixed vs 32-true at the widths where float8 should pay (the target: >= 1.2x bf16 at 4096).
+    step check-fp8 600 env -C "$OUT" "$PYTHON" -m mixprec check fp8-cuda --junit-xml "$OUT/check-fp8.xml"
+    step fp8-bench 900 "$PYTHON" benchmarks/fp8.py --device cuda --compile --widths 2048 4096 --json "$OUT/fp8-bench.json"
+fi
 
 echo "=== summary (step exit-status):"
 cat "$OUT/summary.txt"
