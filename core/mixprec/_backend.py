@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from mixprec._contract import STANDARD_CONTRACTS, Contract
+from mixprec._contract import STANDARD_CONTRACTS, Contract, capability_reasons
 from mixprec._errors import DeviceError, PluginError, shown
 
 __all__ = [
@@ -214,13 +214,11 @@ class Backend:
             problems.append(f"policy {self.policy!r} must be a dotted module name such as 'mixprec_cpu.policy'")
         if not isinstance(self.priority, int) or isinstance(self.priority, bool):
             problems.append(f"priority {self.priority!r} must be an int")
-        unsupported: Any = self.unsupported
-        if not isinstance(unsupported, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) and v for k, v in unsupported.items()
-        ):
-            problems.append(f"unsupported {unsupported!r} must map capability names to non-empty reasons")
+        unsupported = capability_reasons(self.unsupported)
+        if unsupported is None:
+            problems.append(f"unsupported {self.unsupported!r} must map capability names to non-empty reasons")
         else:
-            object.__setattr__(self, "unsupported", MappingProxyType(dict(unsupported)))
+            object.__setattr__(self, "unsupported", unsupported)
         description: Any = self.description
         if not isinstance(description, str):
             problems.append(f"description {self.description!r} must be a string")

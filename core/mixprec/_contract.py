@@ -41,6 +41,18 @@ DEFAULT_TRAINING_RTOL: Mapping[str, float] = MappingProxyType(
 )
 
 
+def capability_reasons(value: Any) -> Mapping[str, str] | None:
+    """``value`` as a read-only map of capability names to non-empty reasons, or None if it is not one.
+
+    Both a backend and a contract declare the optional capabilities they lack this way.
+    """
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+    ):
+        return None
+    return MappingProxyType(dict(value))
+
+
 @dataclass(frozen=True)
 class Contract:
     """What every object built for one precision promises, whatever the backend and device.
@@ -113,13 +125,11 @@ class Contract:
             isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < math.inf
         ):
             problems.append(f"training_rtol {rtol!r} must be None or a positive finite number")
-        unsupported: Any = self.unsupported
-        if not isinstance(unsupported, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) and v for k, v in unsupported.items()
-        ):
-            problems.append(f"unsupported {unsupported!r} must map capability names to non-empty reasons")
+        unsupported = capability_reasons(self.unsupported)
+        if unsupported is None:
+            problems.append(f"unsupported {self.unsupported!r} must map capability names to non-empty reasons")
         else:
-            object.__setattr__(self, "unsupported", MappingProxyType(dict(unsupported)))
+            object.__setattr__(self, "unsupported", unsupported)
         description: Any = self.description
         if not isinstance(description, str):
             problems.append(f"description {description!r} must be a string")
