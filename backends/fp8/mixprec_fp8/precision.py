@@ -39,7 +39,6 @@ from typing import Any
 
 from lightning.fabric.plugins.precision import Precision
 from torch import nn
-from typing_extensions import override
 
 from mixprec import OptionError, PrecisionError, Request
 from mixprec.precision import AutocastPrecision, strategy_family
@@ -183,15 +182,16 @@ def _module_filter(value: Any) -> ModuleFilter | None:
     )
 
 
-class Float8Precision(AutocastPrecision):
-    """Lightning Fabric's "fp8-mixed" precision: torchao's float8 linear layers, the rest as "bf16-mixed".
+class Float8Conversion:
+    """What "fp8-mixed" adds to a bfloat16 autocast precision, Fabric's or the Trainer's: torchao's float8
+    linear layers, put in by ``convert_module``. It comes first among a class's bases."""
 
-    ``Fabric(plugins=[Float8Precision("cuda")])`` converts the model in ``setup``. Built by
-    ``get_precision("fp8-mixed", device)``; the arguments are those of :class:`Float8Layers`.
-    """
+    device: str
+    # Lightning types it as its own precision strings, which "fp8-mixed" is not.
+    precision: Any
 
     def __init__(self, device: str, recipe: str = "tensorwise", module_filter: Any = None) -> None:
-        super().__init__("bf16-mixed", device)
+        super().__init__("bf16-mixed", device)  # type: ignore[call-arg]
         self.precision = "fp8-mixed"
         self.layers = Float8Layers(device, recipe, module_filter)
 
@@ -204,12 +204,19 @@ class Float8Precision(AutocastPrecision):
         """What the last ``convert_module`` did: the float8 layers, and the others with the reason."""
         return self.layers.conversion
 
-    @override
     def convert_module(self, module: nn.Module) -> nn.Module:
-        return self.layers.convert(super().convert_module(module))
+        return self.layers.convert(super().convert_module(module))  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, recipe={self.recipe!r})"
+
+
+class Float8Precision(Float8Conversion, AutocastPrecision):
+    """Lightning Fabric's "fp8-mixed" precision: torchao's float8 linear layers, the rest as "bf16-mixed".
+
+    ``Fabric(plugins=[Float8Precision("cuda")])`` converts the model in ``setup``. Built by
+    ``get_precision("fp8-mixed", device)``; the arguments are those of :class:`Float8Layers`.
+    """
 
 
 def build(request: Request) -> Precision:
