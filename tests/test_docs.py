@@ -269,12 +269,15 @@ def test_the_smallest_backend_pointed_at_the_cpu_passes_every_check(smallest_on_
 # --- the API reference ------------------------------------------------------------------------------
 
 _DIRECTIVE = re.compile(
-    r"^\.\. (?:auto(?:class|function|data|exception|decorator)|py:decorator|decorator):: (\S+)", re.M
+    # A py:class with a signature is written by hand for a class public under a name other than its own (an
+    # alias autodoc would only call an alias); one without is a pointer to a name documented on another page.
+    r"^\.\. (?:(?:auto(?:class|function|data|exception|decorator)|py:decorator|decorator):: (\S+)|py:class:: (\w+)\()",
+    re.M,
 )
 
 
 def _documented(page: str) -> set[str]:
-    return set(_DIRECTIVE.findall((DOCS / "reference" / f"{page}.rst").read_text()))
+    return {a or b for a, b in _DIRECTIVE.findall((DOCS / "reference" / f"{page}.rst").read_text())}
 
 
 @pytest.mark.parametrize("module", sorted(PUBLIC_MODULES))

@@ -40,6 +40,7 @@ from mixprec._errors import PrecisionWarning, StateDictError
 from mixprec._fabric import DeviceFSDP, ScalerGuard
 
 __all__ = [
+    "TrainerAutocastPrecision",
     "DoublePrecision",
     "FSDPPrecision",
     "HalfPrecision",
@@ -136,6 +137,11 @@ def _unresumable(precision: str, key: str, state: Any) -> str:
 
 class MixedPrecision(_TrainerGuard, lightning.MixedPrecision):
     """The Trainer's ``MixedPrecision`` ("16-mixed", "bf16-mixed") on the resolved device."""
+
+
+#: The public name backends subclass it by (``mixprec.precision.TrainerAutocastPrecision``); the class keeps
+#: Lightning's name, under which the Trainer files its state in a checkpoint.
+TrainerAutocastPrecision = MixedPrecision
 
 
 class FSDPPrecision(DeviceFSDP, _TrainerGuard, lightning.FSDPPrecision):

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
 
     from mixprec._fabric import AutocastPrecision, ScalerGuard
+    from mixprec._trainer import TrainerAutocastPrecision
 
 __all__ = [
     "MIXED_DTYPES",
@@ -47,6 +48,7 @@ __all__ = [
     "TRUE_PRECISIONS",
     "AutocastPrecision",
     "ScalerGuard",
+    "TrainerAutocastPrecision",
     "make_scaler",
     "mixed_precision",
     "standard_precision",
@@ -60,7 +62,11 @@ MIXED_DTYPES: Mapping[str, torch.dtype] = {"16-mixed": torch.float16, "bf16-mixe
 TRUE_PRECISIONS = ("32-true", "64-true", "16-true", "bf16-true")
 
 #: The classes resolved at first use, each with the module that imports lightning for it.
-_LAZY = {"AutocastPrecision": "mixprec._fabric", "ScalerGuard": "mixprec._fabric"}
+_LAZY = {
+    "AutocastPrecision": "mixprec._fabric",
+    "ScalerGuard": "mixprec._fabric",
+    "TrainerAutocastPrecision": "mixprec._trainer",
+}
 #: Lightning's strategy classes that take an ordinary precision plugin (Fabric and Trainer alike).
 _PLAIN_STRATEGY_CLASSES = ("DDPStrategy", "DataParallelStrategy", "SingleDeviceStrategy")
 

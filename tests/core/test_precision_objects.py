@@ -256,3 +256,14 @@ def test_strategy_family_names_the_precision_class_a_strategy_takes(
 def test_strategy_family_refuses_a_strategy_mixprec_serves_no_precision_for(strategy: str, says: str) -> None:
     with pytest.raises(mixprec.PrecisionError, match=says):
         strategy_family(request("bf16-mixed", strategy=strategy))
+
+
+def test_trainer_autocast_precision_is_what_the_trainer_gets_under_lightnings_class_name() -> None:
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from mixprec.precision import TrainerAutocastPrecision
+
+    assert issubclass(TrainerAutocastPrecision, MixedPrecision)
+    # The Trainer files the precision's state in a checkpoint under the class name.
+    assert TrainerAutocastPrecision.__qualname__ == "MixedPrecision"
+    assert type(mixprec.get_precision("bf16-mixed", "cpu", target="trainer", backend="cpu")) is TrainerAutocastPrecision

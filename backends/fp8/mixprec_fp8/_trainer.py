@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 from typing_extensions import override
 
-from mixprec._trainer import MixedPrecision
+from mixprec.precision import TrainerAutocastPrecision
 from mixprec_fp8.precision import Float8Conversion
 
 __all__ = ["Float8Precision"]
 
 
-class Float8Precision(Float8Conversion, MixedPrecision):
+class Float8Precision(Float8Conversion, TrainerAutocastPrecision):
     """The Trainer's "fp8-mixed" precision: torchao's float8 linear layers, the rest as "bf16-mixed"."""
 
     @override
