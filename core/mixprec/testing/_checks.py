@@ -57,6 +57,20 @@ class CheckSkipped(Exception):
     """A check cannot run here; the message says why."""
 
 
+def fabric_for(subject: Subject, p: Precision) -> Any:
+    """A one-device Lightning Fabric on the subject's device with ``p`` as its precision plugin.
+
+    Raises :class:`CheckSkipped` where Lightning has no accelerator for the device type.
+    """
+    from lightning.fabric import Fabric
+    from lightning.fabric.accelerators import ACCELERATOR_REGISTRY
+
+    device = subject.device
+    if device.type not in ACCELERATOR_REGISTRY:
+        raise CheckSkipped(f"Lightning Fabric has no accelerator named {device.type!r}")
+    return Fabric(accelerator=device.type, devices=1 if device.index is None else [device.index], plugins=[p])
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise CheckFailed(message)

@@ -10,10 +10,10 @@ from mixprec.testing._checks import (
     _LR,
     _TRAINING_STEPS,
     CheckFailed,
-    CheckSkipped,
     Subject,
     _check,
     _require,
+    fabric_for,
     parameter_dtype,
 )
 
@@ -54,14 +54,9 @@ def training_matches_fp32(subject: Subject, contract: Contract) -> None:
 @_check()
 def fabric_loop(subject: Subject, contract: Contract) -> None:
     """Fabric(plugins=[p]) trains with it: fabric.autocast(), setup, backward and step."""
-    from lightning.fabric import Fabric
-    from lightning.fabric.accelerators import ACCELERATOR_REGISTRY
-
-    device = subject.device
-    if device.type not in ACCELERATOR_REGISTRY:
-        raise CheckSkipped(f"Lightning Fabric has no accelerator named {device.type!r}")
     p = subject.make()
-    fabric = Fabric(accelerator=device.type, devices=1 if device.index is None else [device.index], plugins=[p])
+    fabric = fabric_for(subject, p)
+    device = subject.device
     _require(
         fabric.strategy.precision is p,
         f"Fabric uses {fabric.strategy.precision!r}, not the object it was given: it must be a"

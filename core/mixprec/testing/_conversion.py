@@ -52,6 +52,7 @@ from mixprec.testing._checks import (
     _close,
     _require,
     compute_dtype,
+    fabric_for,
     parameter_dtype,
 )
 from mixprec.testing._contract import torch_dtype
@@ -474,14 +475,9 @@ def _steps_converted(model: nn.Module, before: dict[str, Tensor], expected: dict
 @_check(applies=_converts)
 def fabric_setup_converts(subject: Subject, contract: Contract) -> None:
     """Fabric(plugins=[p]).setup converts the model, and the optimizer made before setup trains its converted layers."""
-    from lightning.fabric import Fabric
-    from lightning.fabric.accelerators import ACCELERATOR_REGISTRY
-
-    device = subject.device
-    if device.type not in ACCELERATOR_REGISTRY:
-        raise CheckSkipped(f"Lightning Fabric has no accelerator named {device.type!r}")
     p = subject.make()
-    fabric = Fabric(accelerator=device.type, devices=1 if device.index is None else [device.index], plugins=[p])
+    fabric = fabric_for(subject, p)
+    device = subject.device
     module = _plain(subject, contract)
     expected, _ = _layout(module, contract)
     before = {name: m.weight.detach().cpu().clone() for name, m in module.named_modules() if name in expected}
