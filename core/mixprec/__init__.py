@@ -14,6 +14,7 @@ from mixprec._contract import STANDARD_CONTRACTS, Contract
 from mixprec._errors import (
     BackendNotFoundError,
     BackendUnavailableError,
+    ClosureError,
     DeviceError,
     OptionError,
     PluginError,
@@ -57,6 +58,7 @@ __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
     "Candidate",
+    "ClosureError",
     "Contract",
     "Device",
     "DeviceError",

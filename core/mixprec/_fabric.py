@@ -9,6 +9,10 @@ takes it as it is. What the classes here change:
   passed to it and builds one for "cuda");
 - ``load_state_dict`` never drops scaler state in silence: a state that does not fit is a
   :class:`~mixprec.StateDictError`, for the "true" precisions too (Lightning's ignore any state);
+- ``optimizer.step(closure)`` works with a GradScaler ("16-mixed"), where torch raises: the closure
+  runs first, then the step goes through the scaler, and the closure's result is returned, as the
+  Trainer's classes do it. LBFGS, which evaluates its closure several times in one step, is refused
+  with a :class:`~mixprec.ClosureError` that says what to do;
 - unscaling for clipping works with an optimizer that unscales inside its own ``step()``
   (``fused=True``), which Lightning refuses: torch's ``GradScaler.step`` sees that the gradients
   were unscaled already and only skips the step if they overflowed. Unscaling that torch itself
@@ -22,7 +26,7 @@ when it is itself imported. The Trainer's classes (:mod:`mixprec._trainer`) reus
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +38,11 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch.amp.grad_scaler import OptState
 from typing_extensions import override
 
-from mixprec._errors import UnscalingError
+from mixprec._errors import ClosureError, UnscalingError
 from mixprec._scaler import load_state
 
 if TYPE_CHECKING:
+    from lightning.fabric.utilities.types import Optimizable
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 __all__ = [
@@ -170,6 +175,31 @@ class DeviceFSDP:
         return super().forward_context()  # type: ignore[misc, no-any-return]
 
 
+def _scaled_step(plugin: Any, optimizer: Any, step: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``step(optimizer, **kwargs)`` (Lightning's ``optimizer_step``) with a closure too where there is a scaler.
+
+    torch's ``GradScaler.step`` takes no closure, so, as the Trainer's classes do, the closure runs first (under
+    grad mode, as torch's optimizers run it), then the step goes through the scaler, which skips it if the
+    gradients overflowed, and the closure's result is returned, as ``optimizer.step(closure)`` returns it.
+    """
+    closure = kwargs.get("closure")
+    if plugin.scaler is None:
+        return step(optimizer, **kwargs)
+    if isinstance(optimizer, torch.optim.LBFGS):
+        raise ClosureError(
+            "LBFGS evaluates its closure several times in one step, and a GradScaler checks and unscales the"
+            f" gradients of one backward per step, so LBFGS cannot train in {plugin.precision!r}. Use LBFGS with a"
+            " precision without loss scaling (get_precision('bf16-mixed', device) or '32-true'), or an optimizer"
+            " that evaluates its closure once (SGD, Adam, AdamW)."
+        )
+    if closure is None:
+        return step(optimizer, **kwargs)
+    with torch.enable_grad():
+        result = closure()
+    step(optimizer, **{name: value for name, value in kwargs.items() if name != "closure"})
+    return result
+
+
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -201,7 +231,9 @@ class AutocastPrecision(ScalerGuard, MixedPrecision):
 
     Everything else is Lightning's: ``forward_context()`` is ``torch.autocast(device, dtype)``,
     ``backward`` scales the loss when there is a scaler, ``optimizer_step`` steps through it and skips
-    a step with inf/NaN gradients. ``convert_input``/``convert_output`` give the same results as
+    a step with inf/NaN gradients; with a scaler it also takes a closure (``optimizer.step(closure)``
+    in Fabric), which it runs before the step, returning its result, and refuses LBFGS with a
+    :class:`~mixprec.ClosureError`. ``convert_input``/``convert_output`` give the same results as
     Lightning's, faster for a batch of plain containers. ``unscale_gradients`` is
     :class:`ScalerGuard`'s: it unscales for clipping with a fused optimizer too, which Lightning refuses.
 
@@ -234,6 +266,10 @@ class AutocastPrecision(ScalerGuard, MixedPrecision):
     """
 
     @override
+    def optimizer_step(self, optimizer: Optimizable, **kwargs: Any) -> Any:
+        return _scaled_step(self, optimizer, super().optimizer_step, kwargs)
+
+    @override
     def convert_input(self, data: Any) -> Any:
         return _convert_floating(data, self._desired_input_dtype)
 
@@ -243,7 +279,12 @@ class AutocastPrecision(ScalerGuard, MixedPrecision):
 
 
 class FSDPPrecision(DeviceFSDP, ScalerGuard, LightningFSDPPrecision):
-    """Lightning Fabric's ``FSDPPrecision``, for every precision FSDP trains in, on the requested device."""
+    """Lightning Fabric's ``FSDPPrecision``, for every precision FSDP trains in, on the requested device; with a
+    scaler its ``optimizer_step`` takes a closure, as :class:`AutocastPrecision`'s does."""
+
+    @override
+    def optimizer_step(self, optimizer: Optimizable, **kwargs: Any) -> Any:
+        return _scaled_step(self, optimizer, super().optimizer_step, kwargs)
 
 
 class FullPrecision(ScalerGuard, Precision):
