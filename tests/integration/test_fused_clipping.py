@@ -180,6 +180,22 @@ def test_fabric_refuses_to_unscale_twice_in_one_step_saying_how_to_clip_twice() 
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), unscaled, strict=True))
 
 
+def test_unscaling_after_a_step_through_the_scaler_before_its_update_is_refused_saying_to_clip_first() -> None:
+    precision = mixprec.get_precision("16-mixed", "cpu", init_scale=INIT_SCALE)
+    model = make_model()
+    optimizer = optimizer_for(model, "AdamW", fused=True)
+    inputs, targets = batches()[0]
+    with precision.forward_context():
+        outputs = model(inputs)
+    precision.backward(nn.functional.mse_loss(outputs, targets), model)
+    precision.scaler.step(optimizer)  # by hand, without the update that optimizer_step makes
+
+    with pytest.raises(RuntimeError, match=r"Clip before optimizer\.step\(\)") as raised:
+        precision.unscale_gradients(optimizer)
+
+    assert isinstance(raised.value, mixprec.UnscalingError)
+
+
 # --- the Trainer
 
 
