@@ -182,7 +182,6 @@ def _scaled_step(plugin: Any, optimizer: Any, step: Callable[..., Any], kwargs: 
     grad mode, as torch's optimizers run it), then the step goes through the scaler, which skips it if the
     gradients overflowed, and the closure's result is returned, as ``optimizer.step(closure)`` returns it.
     """
-    closure = kwargs.get("closure")
     if plugin.scaler is None:
         return step(optimizer, **kwargs)
     if isinstance(optimizer, torch.optim.LBFGS):
@@ -192,11 +191,13 @@ def _scaled_step(plugin: Any, optimizer: Any, step: Callable[..., Any], kwargs: 
             " precision without loss scaling (get_precision('bf16-mixed', device) or '32-true'), or an optimizer"
             " that evaluates its closure once (SGD, Adam, AdamW)."
         )
+    kwargs = dict(kwargs)
+    closure = kwargs.pop("closure", None)  # None too: the GradScaler refuses the keyword, whatever its value
     if closure is None:
         return step(optimizer, **kwargs)
     with torch.enable_grad():
         result = closure()
-    step(optimizer, **{name: value for name, value in kwargs.items() if name != "closure"})
+    step(optimizer, **kwargs)
     return result
 
 
