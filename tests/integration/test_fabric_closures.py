@@ -124,3 +124,21 @@ def test_lbfgs_is_refused_in_16_mixed_before_its_closure_runs_as_lightnings_type
     assert "get_precision('bf16-mixed', device)" in str(raised.value)
     assert calls == []
     assert torch.equal(flat_weights(model), before)
+
+
+def test_optimizer_step_with_closure_none_steps_as_without_a_closure_in_16_mixed() -> None:
+    # torch's GradScaler.step refuses the keyword closure whatever its value.
+    stepped = []
+    for kwargs in ({"closure": None}, {}):
+        precision = mixprec.get_precision("16-mixed", "cpu", init_scale=INIT_SCALE)
+        model = make_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        inputs, targets = regression_data()
+        with precision.forward_context():
+            outputs = model(inputs)
+        precision.backward(nn.functional.mse_loss(outputs, targets), model)
+        precision.optimizer_step(optimizer, **kwargs)
+        stepped.append(flat_weights(model))
+
+    assert torch.equal(stepped[0], stepped[1])
+    assert not torch.equal(stepped[0], flat_weights(make_model()))
