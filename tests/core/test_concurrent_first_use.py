@@ -48,7 +48,7 @@ def outcomes() -> list[dict[str, Any]]:
     ]
     found: list[dict[str, Any]] = []
     for process in processes:
-        out, err = process.communicate(timeout=300)
+        out, err = process.communicate(timeout=600)  # a guard against a deadlock, generous for a busy machine
         assert process.returncode == 0, err[-4000:]
         found.extend(json.loads(line) for line in out.splitlines())
     return found
