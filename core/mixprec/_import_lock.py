@@ -12,7 +12,7 @@ the others wait:
   lock is always taken inside this one, never the other way round);
 - a backend's policy module, and every call of its functions (``availability``, ``device_count``,
   ``create``), since a policy may import lazily too (mixprec's own import torch and lightning there);
-- the imports of lightning in :mod:`mixprec.precision` and the resolver.
+- the imports of lightning in :mod:`mixprec.precision`, the resolver and :mod:`mixprec.testing`.
 
 The lock is re-entrant: what runs under it may take it again (a policy's ``create`` calling
 :mod:`mixprec.precision`, which imports lightning under it). Once everything is imported, taking it
