@@ -16,12 +16,15 @@ the others wait:
 
 The lock is re-entrant: what runs under it may take it again (a policy's ``create`` calling
 :mod:`mixprec.precision`, which imports lightning under it). Once everything is imported, taking it
-costs a fraction of a microsecond. Imports neither torch nor lightning.
+costs a fraction of a microsecond. A process forked while another thread holds it (a data loader's
+workers, Lightning's "ddp_fork") starts with it free, as Python's own import lock does. Imports
+neither torch nor lightning.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from types import ModuleType
 
@@ -29,6 +32,11 @@ __all__ = ["IMPORT_LOCK", "import_module"]
 
 #: Held by every lazy import of mixprec and every call into a backend's policy.
 IMPORT_LOCK = threading.RLock()
+
+if hasattr(os, "register_at_fork"):
+    # The thread holding it is not copied into the child, which could never take it; threading and logging
+    # reinitialise their locks the same way.
+    os.register_at_fork(after_in_child=IMPORT_LOCK._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 def import_module(name: str) -> ModuleType:
