@@ -7,7 +7,6 @@ a precision object is first built.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from mixprec._backend import ALIASES, ANY_DEVICE, Availability, Backend, Device, Request
@@ -15,6 +14,7 @@ from mixprec._contract import STANDARD_CONTRACTS, Contract
 from mixprec._errors import (
     BackendNotFoundError,
     BackendUnavailableError,
+    ClosureError,
     DeviceError,
     OptionError,
     PluginError,
@@ -25,6 +25,8 @@ from mixprec._errors import (
     UnscalingError,
 )
 from mixprec._hookspec import ENTRY_POINT_GROUP, hookimpl
+from mixprec._import_lock import IMPORT_LOCK as _IMPORT_LOCK
+from mixprec._import_lock import import_module as _import_module
 
 if TYPE_CHECKING:
     from mixprec._auto import AUTO_ORDER
@@ -56,6 +58,7 @@ __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
     "Candidate",
+    "ClosureError",
     "Contract",
     "Device",
     "DeviceError",
@@ -89,7 +92,8 @@ def register(plugin: Any, name: str | None = None) -> str:
     :class:`PluginError` (``TypeError`` for a ``name`` that is not a str) and changes nothing.
     Returns the plugin's name.
     """
-    from mixprec._registry import registry
+    with _IMPORT_LOCK:
+        from mixprec._registry import registry
 
     return registry.register(plugin, name)
 
@@ -98,6 +102,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mixprec' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    # Under the import lock, so that threads asking for lazy names at once never see a half-imported module.
+    value = getattr(_import_module(module), name)
     globals()[name] = value
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
+    "ClosureError",
     "DeviceError",
     "OptionError",
     "PluginError",
@@ -50,6 +51,14 @@ class UnscalingError(PrecisionError, NotImplementedError):
     Raised for clipping with an optimizer that unscales inside its own ``step()``. It is also a
     ``NotImplementedError`` (and so a ``RuntimeError``), the types Lightning's Fabric and Trainer
     raise there, so that code written to catch Lightning's error still catches mixprec's.
+    """
+
+
+class ClosureError(PrecisionError, TypeError):
+    """An optimizer that evaluates its closure several times in one step (LBFGS) cannot step through a GradScaler.
+
+    It is also a ``TypeError``, the type Lightning's Fabric raises for LBFGS with a GradScaler, so that code
+    written to catch Lightning's error still catches mixprec's.
     """
 
 

@@ -9,9 +9,14 @@ takes it as it is. What the classes here change:
   passed to it and builds one for "cuda");
 - ``load_state_dict`` never drops scaler state in silence: a state that does not fit is a
   :class:`~mixprec.StateDictError`, for the "true" precisions too (Lightning's ignore any state);
-- unscaling for clipping with an optimizer that unscales inside ``step()`` (fused or capturable)
-  is an :class:`~mixprec.UnscalingError` that says what to do, and still the
-  ``NotImplementedError`` Lightning raises there.
+- ``optimizer.step(closure)`` works with a GradScaler ("16-mixed"), where torch raises: the closure
+  runs first, then the step goes through the scaler, and the closure's result is returned, as the
+  Trainer's classes do it. LBFGS, which evaluates its closure several times in one step, is refused
+  with a :class:`~mixprec.ClosureError` that says what to do;
+- unscaling for clipping works with an optimizer that unscales inside its own ``step()``
+  (``fused=True``), which Lightning refuses: torch's ``GradScaler.step`` sees that the gradients
+  were unscaled already and only skips the step if they overflowed. Unscaling that torch itself
+  refuses (a second time before the step) is an :class:`~mixprec.UnscalingError` that says what to do.
 
 Importing this module imports ``lightning.fabric``. :mod:`mixprec.precision` imports it when it
 first builds an object or is asked for :class:`AutocastPrecision` or :class:`ScalerGuard`, never
@@ -21,7 +26,7 @@ when it is itself imported. The Trainer's classes (:mod:`mixprec._trainer`) reus
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +35,14 @@ from lightning.fabric.plugins.precision import DoublePrecision, HalfPrecision, M
 from lightning.fabric.plugins.precision import FSDPPrecision as LightningFSDPPrecision
 from lightning.fabric.plugins.precision.utils import _convert_fp_tensor
 from lightning_utilities.core.apply_func import apply_to_collection
-from torch.optim import Optimizer
+from torch.amp.grad_scaler import OptState
 from typing_extensions import override
 
-from mixprec._errors import UnscalingError
+from mixprec._errors import ClosureError, UnscalingError
 from mixprec._scaler import load_state
 
 if TYPE_CHECKING:
+    from lightning.fabric.utilities.types import Optimizable
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 __all__ = [
@@ -53,7 +59,8 @@ __all__ = [
 
 
 class ScalerGuard:
-    """A mixin for Lightning precision classes: no GradScaler state lost, no clipping of scaled gradients.
+    """A mixin for Lightning precision classes: no GradScaler state lost, no clipping of scaled gradients, fused
+    optimizers clipped too.
 
     Put it first among the bases of a subclass of a Lightning ``Precision``, Fabric's or the
     Trainer's. It reads the object's ``precision`` and ``scaler`` (None, the default, where the class
@@ -63,10 +70,14 @@ class ScalerGuard:
       :class:`~mixprec.StateDictError`: GradScaler state given to a precision without a scaler, an
       empty state given to one with a scaler, a state that lacks an entry or holds a value torch's
       scaler cannot keep. Lightning's classes ignore the first two in silence.
-    - ``refuse_unscaling(optimizer)`` raises :class:`~mixprec.UnscalingError` when the object has a
-      scaler and ``optimizer`` unscales inside its own ``step()`` (``fused=True`` or
-      ``capturable=True``), so its gradients cannot be unscaled for clipping first. Call it where
-      the class unscales for clipping; mixprec's own classes do.
+    - ``unscale_gradients(optimizer)`` unscales the gradients once before clipping, for every
+      optimizer, ``fused=True`` included (Lightning refuses those): torch's ``GradScaler.step``
+      knows the gradients were unscaled and steps the fused optimizer with them as they are, so a
+      fused step after clipping is the unfused one's. Without a scaler it changes nothing.
+    - ``refuse_unscaling(optimizer)`` raises :class:`~mixprec.UnscalingError` where torch's
+      GradScaler cannot unscale ``optimizer``'s gradients now: they were unscaled already since its
+      last step, or it was stepped through the scaler and the scale not updated since. Call it
+      before ``self.scaler.unscale_(optimizer)`` in code of your own; ``unscale_gradients`` does.
 
     With ``fabric.load``, put the precision first in the state dict: Fabric restores the entries in
     that dict's order, so a state that does not fit is refused before the model is overwritten.
@@ -94,19 +105,44 @@ class ScalerGuard:
         """Load the GradScaler state that ``state_dict()`` returned, whole, or raise StateDictError."""
         load_state(self.scaler, state_dict, self.precision)
 
+    def unscale_gradients(self, optimizer: Any) -> None:
+        """Unscale ``optimizer``'s gradients once before clipping, fused optimizers too; without a scaler, nothing."""
+        if self.scaler is not None:
+            self.refuse_unscaling(optimizer)
+            self.scaler.unscale_(optimizer)
+
     def refuse_unscaling(self, optimizer: Any) -> None:
-        """Raise UnscalingError if this object has a scaler and ``optimizer`` unscales inside its own ``step()``."""
-        if self.scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+        """Raise UnscalingError where this object's GradScaler cannot unscale ``optimizer``'s gradients now."""
+        if self.scaler is None:
+            return
+        stage = _stage(self.scaler, optimizer)
+        name = type(optimizer).__name__
+        if stage is OptState.UNSCALED:
             raise UnscalingError(
-                f"{type(optimizer).__name__} unscales its gradients inside step() (fused=True or capturable=True),"
-                " so they cannot be unscaled for clipping first, and clipping the scaled gradients would be wrong."
-                " Create the optimizer without fused/capturable to clip gradients, or do not clip."
+                f"The gradients of this {name} were already unscaled since its last step, and a GradScaler unscales"
+                " once per step. Unscale (clip with fabric.clip_gradients) once between backward and"
+                " optimizer.step(); to clip a second way in the same step, call torch.nn.utils.clip_grad_norm_ or"
+                " clip_grad_value_ on the parameters yourself: their gradients are unscaled already."
+            )
+        if stage is OptState.STEPPED:
+            raise UnscalingError(
+                f"This {name} was stepped through the GradScaler and the scale not updated since, so its gradients"
+                " cannot be unscaled now. Clip before optimizer.step(), not after it, and step through the"
+                " precision (optimizer.step() of a Fabric-wrapped optimizer, or precision.optimizer_step), which"
+                " updates the scale."
             )
 
     def __repr__(self) -> str:
         device = getattr(self, "device", None)
         where = "" if device is None else f", device={device!r}"
         return f"{type(self).__module__}.{type(self).__qualname__}(precision={self.precision!r}{where})"
+
+
+def _stage(scaler: Any, optimizer: Any) -> OptState:
+    """Where ``optimizer`` is in ``scaler``'s cycle (ready, unscaled, stepped) since the scaler's last update."""
+    # torch keeps it in a private table, by the optimizer's id; an optimizer it has not seen since the update has none.
+    state = getattr(scaler, "_per_optimizer_states", {}).get(id(optimizer))
+    return OptState.READY if state is None else state["stage"]
 
 
 @contextmanager
@@ -137,6 +173,32 @@ class DeviceFSDP:
                 self.device, dtype=torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
             )
         return super().forward_context()  # type: ignore[misc, no-any-return]
+
+
+def _scaled_step(plugin: Any, optimizer: Any, step: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``step(optimizer, **kwargs)`` (Lightning's ``optimizer_step``) with a closure too where there is a scaler.
+
+    torch's ``GradScaler.step`` takes no closure, so, as the Trainer's classes do, the closure runs first (under
+    grad mode, as torch's optimizers run it), then the step goes through the scaler, which skips it if the
+    gradients overflowed, and the closure's result is returned, as ``optimizer.step(closure)`` returns it.
+    """
+    if plugin.scaler is None:
+        return step(optimizer, **kwargs)
+    if isinstance(optimizer, torch.optim.LBFGS):
+        raise ClosureError(
+            "LBFGS evaluates its closure several times in one step, and a GradScaler checks and unscales the"
+            f" gradients of one backward per step, so LBFGS cannot train in {plugin.precision!r}. Use LBFGS with a"
+            " precision without loss scaling (get_precision('bf16-mixed', device) or '32-true'), or an optimizer"
+            " that evaluates its closure once (SGD, Adam, AdamW)."
+        )
+    kwargs = dict(kwargs)
+    closure = kwargs.pop("closure", None)  # None too: the GradScaler refuses the keyword, whatever its value
+    if closure is None:
+        return step(optimizer, **kwargs)
+    with torch.enable_grad():
+        result = closure()
+    step(optimizer, **kwargs)
+    return result
 
 
 _ATOMS = frozenset({str, int, float, bool, type(None)})
@@ -170,10 +232,11 @@ class AutocastPrecision(ScalerGuard, MixedPrecision):
 
     Everything else is Lightning's: ``forward_context()`` is ``torch.autocast(device, dtype)``,
     ``backward`` scales the loss when there is a scaler, ``optimizer_step`` steps through it and skips
-    a step with inf/NaN gradients. ``convert_input``/``convert_output`` give the same results as
-    Lightning's, faster for a batch of plain containers. ``unscale_gradients`` raises
-    :class:`~mixprec.UnscalingError` (a ``NotImplementedError``, as Lightning raises) for an optimizer
-    that unscales inside its own step.
+    a step with inf/NaN gradients; with a scaler it also takes a closure (``optimizer.step(closure)``
+    in Fabric), which it runs before the step, returning its result, and refuses LBFGS with a
+    :class:`~mixprec.ClosureError`. ``convert_input``/``convert_output`` give the same results as
+    Lightning's, faster for a batch of plain containers. ``unscale_gradients`` is
+    :class:`ScalerGuard`'s: it unscales for clipping with a fused optimizer too, which Lightning refuses.
 
     Args:
         precision: "16-mixed" (float16 autocast) or "bf16-mixed" (bfloat16 autocast).
@@ -204,9 +267,8 @@ class AutocastPrecision(ScalerGuard, MixedPrecision):
     """
 
     @override
-    def unscale_gradients(self, optimizer: Optimizer) -> None:
-        self.refuse_unscaling(optimizer)
-        super().unscale_gradients(optimizer)
+    def optimizer_step(self, optimizer: Optimizable, **kwargs: Any) -> Any:
+        return _scaled_step(self, optimizer, super().optimizer_step, kwargs)
 
     @override
     def convert_input(self, data: Any) -> Any:
@@ -218,12 +280,12 @@ class AutocastPrecision(ScalerGuard, MixedPrecision):
 
 
 class FSDPPrecision(DeviceFSDP, ScalerGuard, LightningFSDPPrecision):
-    """Lightning Fabric's ``FSDPPrecision``, for every precision FSDP trains in, on the requested device."""
+    """Lightning Fabric's ``FSDPPrecision``, for every precision FSDP trains in, on the requested device; with a
+    scaler its ``optimizer_step`` takes a closure, as :class:`AutocastPrecision`'s does."""
 
     @override
-    def unscale_gradients(self, optimizer: Optimizer) -> None:
-        self.refuse_unscaling(optimizer)
-        super().unscale_gradients(optimizer)
+    def optimizer_step(self, optimizer: Optimizable, **kwargs: Any) -> Any:
+        return _scaled_step(self, optimizer, super().optimizer_step, kwargs)
 
 
 class FullPrecision(ScalerGuard, Precision):

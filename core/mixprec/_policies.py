@@ -12,13 +12,13 @@ nothing twice; registering a plugin starts a new generation and with it empty ca
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from types import ModuleType
 from typing import Any
 
 from mixprec._backend import Availability, Device, Request
 from mixprec._errors import PluginError, PrecisionWarning, shown
+from mixprec._import_lock import IMPORT_LOCK, import_module
 from mixprec._registry import Registered, Snapshot, registry
 
 __all__ = ["Caches", "ask", "backend_device_count", "current", "policy", "policy_failed"]
@@ -80,7 +80,7 @@ def policy(reg: Registered, caches: Caches) -> ModuleType | PluginError:
     if found is None:
         module_name = reg.backend.policy
         try:
-            module = importlib.import_module(module_name)
+            module = import_module(module_name)
         except Exception as exc:
             problem = f"its policy module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
         else:
@@ -98,7 +98,8 @@ def policy(reg: Registered, caches: Caches) -> ModuleType | PluginError:
 def ask(module: ModuleType, precision: str, device: Device) -> Availability | str:
     """The policy's answer for ``precision`` on ``device`` as a clean Availability, or what is wrong with it."""
     try:
-        answer = module.availability(precision, device)
+        with IMPORT_LOCK:  # a policy may import lazily: see mixprec._import_lock
+            answer = module.availability(precision, device)
     except Exception as exc:
         return f"availability() raised {type(exc).__name__}: {exc}"
     if not isinstance(answer, Availability):
@@ -127,7 +128,8 @@ def backend_device_count(reg: Registered, caches: Caches) -> int | str:
 
 def _count(reg: Registered, module: ModuleType, caches: Caches) -> int | str:
     try:
-        count = module.device_count()
+        with IMPORT_LOCK:
+            count = module.device_count()
     except Exception as exc:
         problem = f"device_count() raised {type(exc).__name__}: {exc}"
     else:

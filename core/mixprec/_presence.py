@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from mixprec._backend import ANY_DEVICE, Availability, Device
 from mixprec._errors import PluginError, shown
+from mixprec._import_lock import IMPORT_LOCK
 from mixprec._policies import Caches, ask, backend_device_count, policy, policy_failed
 from mixprec._registry import Registered, Snapshot
 
@@ -36,13 +37,15 @@ def torch_device_count(device_type: str) -> int | str:
 
     Only ``torch.<type>.device_count()`` is called, which initialises no device runtime.
     """
-    import torch
+    with IMPORT_LOCK:
+        import torch
 
     count = getattr(getattr(torch, device_type, None), "device_count", None)
     if not callable(count):
         return f"torch {torch.__version__} has no device module torch.{device_type} that counts {device_type} devices"
     try:
-        found = count()
+        with IMPORT_LOCK:  # a device module may import lazily
+            found = count()
     except Exception as exc:
         return f"torch.{device_type}.device_count() raised {type(exc).__name__}: {exc}"
     if isinstance(found, bool) or not isinstance(found, int) or found < 0:
@@ -84,7 +87,8 @@ def absence(reg: Registered, device: Device, snap: Snapshot, caches: Caches) -> 
         return _missing(device, count, f"device_count() of backend {name!r}")
     by_torch = _torch_count(device.type, caches)
     if isinstance(by_torch, int):
-        import torch
+        with IMPORT_LOCK:
+            import torch
 
         return _missing(device, by_torch, f"torch.{device.type}.device_count()", f" (torch {torch.__version__})")
     return Availability(

@@ -33,6 +33,7 @@ import pluggy
 from mixprec._backend import Backend
 from mixprec._errors import PluginError, PrecisionWarning
 from mixprec._hookspec import ENTRY_POINT_GROUP, PROJECT_NAME, BackendSpec
+from mixprec._import_lock import IMPORT_LOCK
 from mixprec._settings import Settings
 
 if TYPE_CHECKING:
@@ -262,10 +263,14 @@ class Registry:
 
     @contextlib.contextmanager
     def _loading(self) -> Iterator[None]:
-        """Hold the lock to change the registry; refuse a call back from a plugin this thread is loading."""
+        """Hold the lock to change the registry; refuse a call back from a plugin this thread is loading.
+
+        Loading imports plugin modules, so the import lock is taken first (see mixprec._import_lock): always
+        in that order, so that the two locks never deadlock.
+        """
         if self._loader_thread == threading.get_ident():
             raise PluginError(_REENTERED)
-        with self._lock:
+        with IMPORT_LOCK, self._lock:
             self._loader_thread = threading.get_ident()
             try:
                 yield

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from mixprec._auto import auto
 from mixprec._backend import Availability, Request
 from mixprec._errors import PluginError, PrecisionError, PrecisionWarning
+from mixprec._import_lock import IMPORT_LOCK
 from mixprec._inputs import arguments, canonical_precision, check_target, requested_device
 
 # Record is imported from here by mixprec.testing; it lives with available() in _listing.
@@ -178,7 +179,8 @@ def _slow_warning(snap: Snapshot, caches: Caches, request: Request, availability
 def _create(module: ModuleType, reg: Registered, request: Request) -> Any:
     """The policy's ``create(request)``, with what it raises naming the backend that raised it."""
     try:
-        return module.create(request)
+        with IMPORT_LOCK:  # create() imports lightning the first time: see mixprec._import_lock
+            return module.create(request)
     except PrecisionError as exc:
         origin, message = _origin(reg), str(exc)
         if not message.startswith(origin):
@@ -196,10 +198,11 @@ def _origin(reg: Registered) -> str:
 
 
 def _check_created(obj: object, reg: Registered, request: Request) -> None:
-    if request.target == "trainer":
-        from lightning.pytorch.plugins.precision import Precision as Expected
-    else:
-        from lightning.fabric.plugins.precision import Precision as Expected  # type: ignore[assignment]
+    with IMPORT_LOCK:
+        if request.target == "trainer":
+            from lightning.pytorch.plugins.precision import Precision as Expected
+        else:
+            from lightning.fabric.plugins.precision import Precision as Expected  # type: ignore[assignment]
     if not isinstance(obj, Expected):
         raise PluginError(
             f"Backend {reg.backend.name!r} ({reg.plugin}) returned {type(obj).__name__} for"

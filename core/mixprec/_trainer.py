@@ -8,10 +8,12 @@ plugin and mixprec's in both directions without losing the GradScaler state.
 
 What they do beyond the Fabric classes' promises:
 
-- clipping, which the Trainer does in ``clip_gradients``, is refused only where it would be wrong:
-  with a scaler, for an optimizer that unscales inside ``step()``. Without a scaler a fused
-  optimizer clips and steps (Lightning 2.6.6's ``MixedPrecision`` refuses every fused optimizer,
-  Lightning #21435);
+- a fused optimizer (one that unscales inside ``step()``) clips and steps, with a scaler or
+  without one (Lightning 2.6.6's ``MixedPrecision`` refuses every fused optimizer, Lightning
+  #21435). With a scaler its gradients are unscaled right after the closure's backward, where
+  Lightning unscales every other optimizer's, so ``on_before_optimizer_step`` and clipping see
+  the true gradients; torch's ``GradScaler.step`` knows they were unscaled, skips the step if they
+  overflowed and steps the fused optimizer with them as they are;
 - resuming a fit never loses scaler state: ``on_load_checkpoint`` sees the whole checkpoint before
   the Trainer restores the entry filed under this class's name (and skips the others in silence).
   GradScaler state that this precision cannot take is a :class:`~mixprec.StateDictError`; a
@@ -25,7 +27,7 @@ a Trainer object is asked for.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -35,6 +37,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch.nn import Module
 from torch.optim import Optimizer
+from typing_extensions import override
 
 from mixprec._errors import PrecisionWarning, StateDictError
 from mixprec._fabric import DeviceFSDP, ScalerGuard
@@ -75,17 +78,37 @@ class _TrainerGuard(ScalerGuard):
         clip_val: int | float = 0.0,
         gradient_clip_algorithm: GradClipAlgorithmType = GradClipAlgorithmType.NORM,
     ) -> None:
-        if clip_val > 0:
-            self.refuse_unscaling(optimizer)
-        # Lightning's MixedPrecision.clip_gradients refuses every fused optimizer, scaler or not; the check
-        # above refuses only where unscaling is needed, so clip with the base class's code, which every
-        # other Lightning class uses as it is.
+        # Lightning's MixedPrecision.clip_gradients refuses every fused optimizer, scaler or not, though its
+        # gradients are unscaled by now (see _unscaling_fused): clip with the base class's code, which every other
+        # Lightning class uses as it is.
         lightning.Precision.clip_gradients(self, optimizer, clip_val, gradient_clip_algorithm)  # type: ignore[arg-type]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._fitting:
             _check_resumed_scaler_state(self, checkpoint)
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+
+
+def _unscaling_fused(
+    plugin: _TrainerGuard, optimizer: Any, model: Any, closure: Callable[[], Any]
+) -> Callable[[], Any]:
+    """The closure to hand Lightning's ``optimizer_step``: ``closure`` as it is, or for an optimizer that unscales
+    in its own step (fused) under a scaler, ``closure`` followed by the unscaling of its gradients.
+
+    Lightning unscales the gradients of every other optimizer right after the closure, before
+    ``on_before_optimizer_step`` and clipping; this puts the fused one's unscaling at the same place.
+    """
+    if plugin.scaler is None or not getattr(optimizer, "_step_supports_amp_scaling", False):
+        return closure
+
+    def run() -> Any:
+        result = closure()
+        # Lightning's own rule: in automatic optimization a closure that returns None ran no backward.
+        if result is not None or not model.automatic_optimization:
+            plugin.unscale_gradients(optimizer)
+        return result
+
+    return run
 
 
 def _is_fitting(model: Module) -> bool:
@@ -138,6 +161,13 @@ def _unresumable(precision: str, key: str, state: Any) -> str:
 class MixedPrecision(_TrainerGuard, lightning.MixedPrecision):
     """The Trainer's ``MixedPrecision`` ("16-mixed", "bf16-mixed") on the resolved device."""
 
+    @override
+    def optimizer_step(  # type: ignore[override]
+        self, optimizer: Any, model: LightningModule, closure: Callable[[], Any], **kwargs: Any
+    ) -> Any:
+        closure = _unscaling_fused(self, optimizer, model, closure)
+        return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+
 
 #: The public name backends subclass it by (``mixprec.precision.TrainerAutocastPrecision``); the class keeps
 #: Lightning's name, under which the Trainer files its state in a checkpoint.
@@ -146,6 +176,13 @@ TrainerAutocastPrecision = MixedPrecision
 
 class FSDPPrecision(DeviceFSDP, _TrainerGuard, lightning.FSDPPrecision):
     """The Trainer's ``FSDPPrecision``, for every precision FSDP trains in, on the requested device."""
+
+    @override
+    def optimizer_step(  # type: ignore[override]
+        self, optimizer: Any, model: LightningModule, closure: Callable[[], Any], **kwargs: Any
+    ) -> Any:
+        closure = _unscaling_fused(self, optimizer, model, closure)
+        return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
 
 
 class Precision(_TrainerGuard, lightning.Precision):

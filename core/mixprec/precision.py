@@ -24,7 +24,6 @@ looked up, or when :class:`AutocastPrecision` or :class:`ScalerGuard` is first u
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +33,7 @@ import torch
 from mixprec._backend import Request
 from mixprec._contract import STANDARD_CONTRACTS
 from mixprec._errors import OptionError, PrecisionError
+from mixprec._import_lock import IMPORT_LOCK, import_module
 from mixprec._scaler import SCALER_OPTIONS, check_options
 
 if TYPE_CHECKING:
@@ -166,12 +166,14 @@ def mixed_precision(request: Request, *, scaler: bool) -> Precision:
     family = strategy_family(request)
     if not scaler:
         _check_options(request, ())
-    from mixprec import _fabric
+    with IMPORT_LOCK:
+        from mixprec import _fabric
 
     grad_scaler = _make_scaler(request, family) if scaler else None
     device = request.device.type
     if request.target == "trainer":
-        from mixprec import _trainer
+        with IMPORT_LOCK:
+            from mixprec import _trainer
 
         return _trainer.mixed_precision(precision, device, grad_scaler, family)
     return _fabric.mixed_precision(precision, device, grad_scaler, family)
@@ -215,10 +217,12 @@ def true_precision(request: Request) -> Precision:
         raise PrecisionError("FSDP does not train in '64-true'; use '32-true' or a mixed precision.")
     device = request.device.type
     if request.target == "trainer":
-        from mixprec import _trainer
+        with IMPORT_LOCK:
+            from mixprec import _trainer
 
         return _trainer.true_precision(precision, device, family)
-    from mixprec import _fabric
+    with IMPORT_LOCK:
+        from mixprec import _fabric
 
     return _fabric.true_precision(precision, device, family)
 
@@ -265,7 +269,8 @@ def _make_scaler(request: Request, family: str | None) -> torch.amp.GradScaler:
         # workers) unless torch counts GPUs through NVML; Lightning sets the same on import. A user's value stays.
         os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     if family == "fsdp":
-        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+        with IMPORT_LOCK:
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
         return ShardedGradScaler(device=request.device.type, **options)  # type: ignore[arg-type]
     return torch.amp.GradScaler(request.device.type, **options)  # type: ignore[arg-type]
@@ -342,7 +347,7 @@ def _served_strategies(target: str) -> dict[str, Literal["fsdp"] | None]:
 def _lightning_strategies(target: str) -> tuple[Any, dict[str, type]]:
     """Lightning's strategies package for ``target`` and its registry, as name -> strategy class."""
     package = "lightning.pytorch" if target == "trainer" else "lightning.fabric"
-    strategies = importlib.import_module(f"{package}.strategies")
+    strategies = import_module(f"{package}.strategies")
     registry = strategies.StrategyRegistry if target == "trainer" else strategies.STRATEGY_REGISTRY
     return strategies, {name: entry["strategy"] for name, entry in registry.items()}
 
@@ -360,7 +365,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 

@@ -533,12 +533,12 @@ DEFECTS = [
     _defect(
         "clips-scaled-gradients",
         "16-mixed",
-        "unscale_before_clipping fused_clipping_refused_with_scaler",
+        "unscale_before_clipping fused_clipping_with_scaler_matches_unfused",
         """
         def unscale_gradients(self, optimizer):
             pass
         """,
-        note="doing nothing also accepts a fused optimizer",
+        note="a fused optimizer's gradients are left scaled too",
     ),
     _defect(
         "unscale-casts-gradients",
@@ -553,12 +553,29 @@ DEFECTS = [
         """,
     ),
     _defect(
-        "fused-clipping-allowed-with-scaler",
+        "fused-clipping-refused-with-scaler",
         "16-mixed",
-        "fused_clipping_refused_with_scaler",
+        "fused_clipping_with_scaler_matches_unfused",
         """
         def unscale_gradients(self, optimizer):
-            self.scaler.unscale_(optimizer)
+            if getattr(optimizer, "_step_supports_amp_scaling", False):  # Lightning's refusal
+                raise NotImplementedError("Gradient clipping is not implemented for optimizers handling the unscaling.")
+            super().unscale_gradients(optimizer)
+        """,
+    ),
+    _defect(
+        "fused-gradients-unscaled-by-hand",
+        "16-mixed",
+        "fused_clipping_with_scaler_matches_unfused",
+        """
+        def unscale_gradients(self, optimizer):
+            if not getattr(optimizer, "_step_supports_amp_scaling", False):
+                return super().unscale_gradients(optimizer)
+            inverse = 1.0 / self.scaler.get_scale()  # behind the scaler's back: its step() unscales them again
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    if param.grad is not None:
+                        param.grad.mul_(inverse)
         """,
     ),
     _defect(

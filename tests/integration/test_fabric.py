@@ -116,20 +116,6 @@ def test_fabric_clips_the_unscaled_gradients_in_16_mixed() -> None:
     assert float(torch.linalg.vector_norm(flat_weights(model) - before)) == pytest.approx(max_norm, rel=1e-3)
 
 
-def test_fabric_refuses_to_clip_for_an_optimizer_that_unscales_inside_its_step_as_lightnings_error() -> None:
-    fabric = cpu_fabric(mixprec.get_precision("16-mixed", "cpu"))
-    model = make_model()
-    model, optimizer = fabric.setup(model, torch.optim.Adam(model.parameters(), fused=True))
-    inputs, targets = regression_data()
-    fabric.backward(nn.functional.mse_loss(model(inputs), targets))
-
-    # Lightning's Fabric raises NotImplementedError here: code written to catch it catches mixprec's error too.
-    with pytest.raises(NotImplementedError, match="unscales its gradients inside step") as raised:
-        fabric.clip_gradients(model, optimizer, max_norm=1.0)
-
-    assert isinstance(raised.value, mixprec.UnscalingError)
-
-
 def test_fabric_clips_and_steps_in_bf16_mixed_with_a_fused_optimizer() -> None:
     max_norm = 1e-3
     fabric = cpu_fabric(mixprec.get_precision("bf16-mixed", "cpu"))

@@ -111,9 +111,9 @@ The object
 
 ``unscale_gradients(optimizer)``, before clipping
     - with a GradScaler, unscales once, so that clipping sees the true gradients of every parameter
-      group and the step applies the clipped ones (``unscale_before_clipping``); refuses an optimizer
-      that unscales inside its own ``step()`` with Lightning's ``NotImplementedError``
-      (``mixprec.UnscalingError`` is one) and changes nothing (``fused_clipping_refused_with_scaler``);
+      group and the step applies the clipped ones (``unscale_before_clipping``); for an optimizer
+      that unscales inside its own ``step()`` (``fused=True``) too, whose step after clipping is then
+      bit for bit the unfused one's (``fused_clipping_with_scaler_matches_unfused``, optional);
     - without one, changes nothing (``unscale_gradients_without_scaler``), whatever the optimizer
       (``fused_clipping_without_scaler``).
 

@@ -41,6 +41,7 @@ import mixprec
 from mixprec._backend import Availability, Backend, Device
 from mixprec._contract import STANDARD_CONTRACTS, Contract
 from mixprec._errors import PrecisionWarning
+from mixprec._import_lock import IMPORT_LOCK
 from mixprec.testing._contract import SCALER_OPTIONS, torch_dtype
 
 __all__ = ["CHECKS", "Check", "CheckFailed", "CheckSkipped", "Subject", "undeclared_contract"]
@@ -62,8 +63,9 @@ def fabric_for(subject: Subject, p: Precision) -> Any:
 
     Raises :class:`CheckSkipped` where Lightning has no accelerator for the device type.
     """
-    from lightning.fabric import Fabric
-    from lightning.fabric.accelerators import ACCELERATOR_REGISTRY
+    with IMPORT_LOCK:  # see mixprec._import_lock
+        from lightning.fabric import Fabric
+        from lightning.fabric.accelerators import ACCELERATOR_REGISTRY
 
     device = subject.device
     if device.type not in ACCELERATOR_REGISTRY:

@@ -508,26 +508,44 @@ def _fused(subject: Subject) -> tuple[Any, torch.nn.Module, torch.optim.Optimize
 
 
 @_check(applies=lambda c: _scaler(c) and _wide_parameters(c), capability="fused_optimizers")
-def fused_clipping_refused_with_scaler(subject: Subject, contract: Contract) -> None:
-    """With a GradScaler, unscale_gradients() refuses an optimizer that unscales inside step() (fused) with
-    NotImplementedError, as Lightning does, and changes no gradient."""
-    p, model, optimizer, before = _fused(subject)
-    try:
-        p.unscale_gradients(optimizer)
-    except NotImplementedError:
-        pass
-    except Exception as exc:
-        raise CheckFailed(
-            f"unscale_gradients(SGD(fused=True)) raised {type(exc).__name__}: {exc}; code written for Lightning"
-            " catches NotImplementedError there: raise mixprec.UnscalingError (one), as ScalerGuard.refuse_unscaling"
-            " does"
-        ) from None
-    else:
-        raise CheckFailed(
-            "unscale_gradients(SGD(fused=True)) accepted an optimizer that unscales inside its own step(), so clipping"
-            " would see scaled gradients: refuse it with NotImplementedError (call ScalerGuard.refuse_unscaling first)"
+def fused_clipping_with_scaler_matches_unfused(subject: Subject, contract: Contract) -> None:
+    """With a GradScaler, unscale_gradients() unscales a fused optimizer's gradients too: clipping sees the true
+    gradients of every parameter group, and the step after it is bit for bit the unfused optimizer's.
+
+    torch's GradScaler.step knows that the gradients were unscaled already and steps the fused optimizer with them
+    as they are (Lightning refuses to unscale for it, with NotImplementedError, though nothing is wrong).
+    """
+    stepped = []
+    for fused in (True, False):
+        p = subject.make()
+        model = p.convert_module(subject.model())
+        optimizer = torch.optim.SGD(_param_groups(model), fused=fused)
+        true_norm = _norm(_true_gradients(model, subject))
+        p.backward(_loss(model, subject), model)
+        try:
+            p.unscale_gradients(optimizer)
+        except Exception as exc:
+            raise CheckFailed(
+                f"unscale_gradients(SGD(fused={fused})) raised {type(exc).__name__}: {exc}. torch's GradScaler"
+                " unscales a fused optimizer's gradients as any other's, and its step() knows they were: call"
+                " self.scaler.unscale_(optimizer) for every optimizer (ScalerGuard.unscale_gradients does)"
+            ) from None
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), true_norm / 2))
+        _require(
+            math.isclose(norm, true_norm, rel_tol=1e-4),
+            f"after unscale_gradients(SGD(fused={fused})) the gradient norm is {norm:g}, not the true norm"
+            f" {true_norm:g}: unscale_gradients must call self.scaler.unscale_(optimizer), fused or not",
         )
-    _close(_gradients(model), before, "the refused unscale_gradients() still changed the gradients; refuse first")
+        p.optimizer_step(optimizer)
+        stepped.append(_weights(model))
+    fused_weights, unfused_weights = stepped
+    differ = sum(not torch.equal(a, b) for a, b in zip(fused_weights, unfused_weights, strict=True))
+    _require(
+        differ == 0,
+        f"after clipping, the fused SGD step left {differ} parameter tensor(s) other than the unfused step did:"
+        " unscale through self.scaler.unscale_(optimizer), never by hand, so that self.scaler.step() knows the"
+        " gradients are unscaled and does not unscale them again",
+    )
 
 
 @_check(applies=lambda c: _no_scaler(c) and _wide_parameters(c), capability="fused_optimizers")

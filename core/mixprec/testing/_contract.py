@@ -20,9 +20,9 @@ CAPABILITIES: Mapping[str, str] = MappingProxyType(
     {
         "fused_optimizers": (
             "optimizer_step() with a fused optimizer (torch.optim.SGD(fused=True)) steps like the unfused one"
-            " and, with a GradScaler, skips a step with non-finite gradients; unscale_gradients() refuses it"
-            " with a GradScaler and accepts it without one (checked for precisions with float32 or float64"
-            " parameters)"
+            " and, with a GradScaler, skips a step with non-finite gradients; unscale_gradients() unscales its"
+            " gradients for clipping with a GradScaler, so that the step after clipping is bit for bit the unfused"
+            " one's, and changes nothing without one (checked for precisions with float32 or float64 parameters)"
         ),
         "lbfgs_closure": (
             "optimizer_step(optimizer, closure=...) runs the closure, so LBFGS trains (precisions without a"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib
 import io
 import logging
 import math
@@ -44,6 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import mixprec
 from mixprec._contract import Contract
 from mixprec._errors import PrecisionWarning
+from mixprec._import_lock import IMPORT_LOCK, import_module
 from mixprec.testing._checks import (
     CheckFailed,
     CheckSkipped,
@@ -143,7 +143,7 @@ def _classes(contract: Contract) -> dict[type, str]:
     for name in contract.converts_modules:
         module_name, _, attribute = name.rpartition(".")
         try:
-            cls = getattr(importlib.import_module(module_name), attribute)
+            cls = getattr(import_module(module_name), attribute)
         except (ImportError, AttributeError) as exc:
             raise CheckFailed(
                 f"the contract's converts_modules names {name!r}, which does not import ({type(exc).__name__}: {exc});"
@@ -493,7 +493,8 @@ def fabric_setup_converts(subject: Subject, contract: Contract) -> None:
 @contextmanager
 def _quiet_trainer() -> Iterator[None]:
     """The Trainer's notes on the hardware and the data loader, which say nothing about the precision, kept out."""
-    from lightning.fabric.utilities.warnings import PossibleUserWarning
+    with IMPORT_LOCK:  # see mixprec._import_lock
+        from lightning.fabric.utilities.warnings import PossibleUserWarning
 
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level
@@ -511,8 +512,9 @@ def _quiet_trainer() -> Iterator[None]:
 @_check(applies=_converts)
 def trainer_converts(subject: Subject, contract: Contract) -> None:
     """Trainer(plugins=[p]).fit, p for target="trainer", converts the LightningModule's layers and trains them."""
-    from lightning.pytorch import LightningModule, Trainer
-    from lightning.pytorch.accelerators import AcceleratorRegistry
+    with IMPORT_LOCK:
+        from lightning.pytorch import LightningModule, Trainer
+        from lightning.pytorch.accelerators import AcceleratorRegistry
 
     device = subject.device
     if device.type not in AcceleratorRegistry:
