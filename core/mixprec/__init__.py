@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mixprec._explain import Candidate, Explanation, explain
     from mixprec._listing import Record, available
     from mixprec._resolver import get_precision
+    from mixprec._tune import Measurement, TuneResult, tune
 
 # The resolver and the registry (and with it importlib.metadata) load at first use, so that
 # ``import mixprec`` in a plugin or a CLI costs little more than importing pluggy.
@@ -42,6 +43,9 @@ _LAZY = {
     "Record": "mixprec._listing",
     "available": "mixprec._listing",
     "get_precision": "mixprec._resolver",
+    "Measurement": "mixprec._tune",
+    "TuneResult": "mixprec._tune",
+    "tune": "mixprec._tune",
 }
 
 __version__ = "0.1.0"
@@ -60,6 +64,7 @@ __all__ = [
     "Device",
     "DeviceError",
     "Explanation",
+    "Measurement",
     "OptionError",
     "PluginError",
     "PrecisionError",
@@ -68,6 +73,7 @@ __all__ = [
     "Request",
     "STANDARD_CONTRACTS",
     "StateDictError",
+    "TuneResult",
     "UnknownPrecisionError",
     "UnscalingError",
     "__version__",
@@ -76,6 +82,7 @@ __all__ = [
     "get_precision",
     "hookimpl",
     "register",
+    "tune",
 ]
 
 
