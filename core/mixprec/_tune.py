@@ -68,7 +68,7 @@ BASELINE = "32-true"
 #: Wall-clock seconds tune may spend measuring, unless the caller says otherwise.
 DEFAULT_BUDGET_S = 30.0
 #: The most training steps each precision trains, unless the caller says otherwise.
-DEFAULT_STEPS = 30
+DEFAULT_STEPS = 100
 #: The largest relative difference from fp32's loss a precision may show and still count as safe.
 DEFAULT_MAX_DRIFT = 0.1
 #: How many turns the precisions take at most.

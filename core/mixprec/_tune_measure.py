@@ -5,9 +5,9 @@ own random state, and trains through the precision object's own methods in the o
 Fabric calls them. It records each step's loss, the time per step of each round it trains in, and
 the memory its first step needed. The caller's model, optimizer and random state are never touched.
 
-The clocks (:func:`clock_for`): on the CPU, the process's CPU time (``time.process_time``, every
-thread of the process), so that time spent descheduled on a busy machine is not counted; on an
-accelerator, wall time up to the end of the device's work.
+The clocks (:func:`clock_for`), as the benchmarks time: on the CPU with one torch thread, the
+thread's CPU time (``time.thread_time``), so that time spent descheduled on a busy machine is not
+counted; otherwise wall time, up to the end of the device's work.
 
 The memory (:class:`MemoryMeter`): on an accelerator, torch's peak-allocation statistics of that
 device (``torch.accelerator``), the peak over what was allocated before; on the CPU under Linux, the
@@ -19,6 +19,7 @@ but memory freed earlier by the process and reused is not counted again. Elsewhe
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -105,8 +106,11 @@ def rebuild_optimizer(
             )
         settings = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
         groups.append({**settings, "params": [params[position[id(p)]] for p in group["params"]]})
+    # The defaults hold settings the constructor does not take (AdamW's decoupled_weight_decay): pass those it takes.
+    accepted = inspect.signature(type(optimizer).__init__).parameters
+    settings = {k: v for k, v in optimizer.defaults.items() if k in accepted}
     try:
-        return type(optimizer)(groups, **optimizer.defaults)
+        return type(optimizer)(groups, **settings)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise PrecisionError(
             f"Cannot build another {type(optimizer).__name__} from its settings ({exc}): pass optimizer=None"
@@ -122,9 +126,15 @@ class Clock(NamedTuple):
 
 
 def clock_for(device: torch.device) -> Clock:
-    """Process CPU time on the CPU (robust on a busy machine); wall time on an accelerator."""
-    if device.type == "cpu":
-        return Clock("process CPU time", time.process_time)
+    """The calling thread's CPU time on the CPU with one torch thread; wall time otherwise.
+
+    With one thread all of a CPU step's work runs on the calling thread, and its CPU time leaves out
+    the time the thread waited while other processes ran: a busy machine does not move it. With
+    several threads, CPU time would count the worker threads' spinning as work, so wall time it is,
+    as on an accelerator.
+    """
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return Clock("thread CPU time", time.thread_time)
     return Clock("wall time", time.perf_counter)
 
 
