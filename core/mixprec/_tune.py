@@ -45,6 +45,15 @@ from mixprec._backend import Device
 from mixprec._errors import PrecisionError, PrecisionWarning, shown
 from mixprec._inputs import check_target
 from mixprec._tune_cache import cache_key, key_material, read, refresh, write
+from mixprec._tune_defaults import (
+    BASELINE,
+    DEFAULT_BUDGET_S,
+    DEFAULT_MAX_DRIFT,
+    DEFAULT_STEPS,
+    MIN_GAIN,
+    ROUNDS,
+    WARM_UP_STEPS,
+)
 from mixprec._tune_measure import Clock, MemoryMeter, Trial, clock_for, default_loss, drift, finite
 
 if TYPE_CHECKING:
@@ -63,19 +72,6 @@ __all__ = [
     "tune",
 ]
 
-#: The precision every other is compared with; always measured.
-BASELINE = "32-true"
-#: Wall-clock seconds tune may spend measuring, unless the caller says otherwise.
-DEFAULT_BUDGET_S = 30.0
-#: The most training steps each precision trains, unless the caller says otherwise.
-DEFAULT_STEPS = 100
-#: The largest relative difference from fp32's loss a precision may show and still count as safe.
-DEFAULT_MAX_DRIFT = 0.1
-#: How many turns the precisions take at most.
-ROUNDS = 5
-#: How much faster than fp32 another precision must be to be chosen: less is within the noise of a short
-#: measurement, and fp32 is the safest.
-MIN_GAIN = 1.03
 #: What tune measures when the caller names no candidates: what "auto" chooses from.
 DEFAULT_CANDIDATES = AUTO_ORDER
 
@@ -204,9 +200,10 @@ def _checked_number(name: str, value: object, low: float, integer: bool = False)
         raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, not {type(value).__name__}")
     number = float(value)
     if not math.isfinite(number) or number < low or (low == 0.0 and number == 0.0):
+        quoted = repr(value) if isinstance(value, float) else shown(value)
         raise PrecisionError(
-            f"{name}={shown(value)} is out of range: it must be a finite number"
-            f" {'above' if low == 0.0 else 'of at least'} {low:g}."
+            f"{name}={quoted} is out of range: it must be a finite number {'above' if low == 0.0 else 'of at least'}"
+            f" {low:g}."
         )
     return number
 
@@ -488,10 +485,6 @@ def _precision(call: _Call, option: _Option) -> Any:
         # A slow precision is measured to see whether it is slow for this model; the warning would only repeat it.
         warnings.simplefilter("ignore", PrecisionWarning)
         return mixprec.get_precision(option.precision, str(call.device), backend=option.backend)
-
-
-#: The steps each precision trains before the rounds: one that pays one-time costs, one that estimates a step.
-WARM_UP_STEPS = 2
 
 
 def _warm_up(
