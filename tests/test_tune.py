@@ -543,3 +543,17 @@ def test_an_argument_of_the_wrong_type_is_a_type_error(arguments: dict[str, Any]
 def test_no_example_is_an_error() -> None:
     with pytest.raises(PrecisionError, match="example is None"):
         mixprec.tune(torch.nn.Linear(2, 2), None)
+
+
+def test_explain_says_auto_is_per_hardware_and_points_to_tune() -> None:
+    rule = mixprec.explain("auto", "cpu").rule
+
+    assert "per hardware, not per model" in rule
+    assert "mixprec.tune(model, example)" in rule
+
+
+def test_get_precisions_docstring_says_auto_is_per_hardware_and_points_to_tune() -> None:
+    doc = " ".join((mixprec.get_precision.__doc__ or "").split())
+
+    assert '"auto" answers per hardware, not per model' in doc
+    assert ":func:`mixprec.tune`" in doc
