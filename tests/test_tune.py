@@ -426,6 +426,18 @@ def test_a_budget_too_small_cuts_the_candidates_and_says_so() -> None:
     assert any(p == "bf16-mixed" and "budget" in why for p, why in result.not_measured)
 
 
+def test_a_candidate_whose_first_step_alone_would_pass_the_budget_is_not_measured(
+    site: Site, counting: Counting
+) -> None:
+    install_spinning(site, {"bf16-mixed": 1.0})
+
+    result = mixprec.tune(counting, EXAMPLE, device="cpu", candidates=["bf16-mixed"], steps=50, budget_s=1.5)
+
+    assert [m.precision for m in result.measurements] == ["32-true"]
+    assert dict(result.not_measured)["bf16-mixed"].startswith("not measured: its first step took")
+    assert any(line.startswith("bf16-mixed was not measured: its first step took") for line in result.cut)
+
+
 def test_progress_is_reported_up_to_the_end(counting: Counting) -> None:
     seen: list[float] = []
 

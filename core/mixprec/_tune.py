@@ -507,7 +507,7 @@ def _warm_up(
     wall = Clock("wall time", time.perf_counter)
     for option, precision in zip(runnable, precisions, strict=True):
         if pairs:
-            # A further candidate needs its warm-up and one timed step: about three of fp32's steps.
+            # A further candidate needs its warm-up and one timed step: at least three of fp32's steps.
             fp32 = pairs[0][1]
             if time.perf_counter() - start + (WARM_UP_STEPS + 1) * fp32.estimate_s > call.budget_s:
                 left_out.append((option.precision, f"not measured: the {call.budget_s:g} s budget ran out"))
@@ -518,8 +518,16 @@ def _warm_up(
                 continue
         meter.start()
         trial = Trial(precision, call.model, call.optimizer, call.example, call.loss_fn or default_loss, device)
-        trial.train(1, wall)
+        first = trial.train(1, wall)
         trial.memory = meter.peak()
+        # Its first step is the first estimate of it: two more (a warm step and a timed one) must fit.
+        if pairs and time.perf_counter() - start + 2 * first > call.budget_s:
+            left_out.append((option.precision, f"not measured: its first step took {first:.3g} s"))
+            cut.append(
+                f"{option.precision} was not measured: its first step took {first:.3g} s, so measuring it would"
+                f" pass the {call.budget_s:g} s budget; raise budget_s to measure it"
+            )
+            continue
         trial.estimate_s = trial.train(1, wall)
         pairs.append((option, trial))
         if progress is not None:
