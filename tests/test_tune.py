@@ -552,6 +552,50 @@ def test_an_argument_of_the_wrong_type_is_a_type_error(arguments: dict[str, Any]
         mixprec.tune(**call)
 
 
+def test_a_model_that_fails_on_the_example_is_an_error_that_says_so() -> None:
+    with pytest.raises(PrecisionError, match=r"failed in '32-true' \(RuntimeError: .*\): check that model\(example\)"):
+        mixprec.tune(torch.nn.Linear(2, 2), torch.ones(1, 3), **QUICK)
+
+
+def test_a_candidate_that_fails_to_train_is_not_measured_and_says_why(site: Site, counting: Counting) -> None:
+    site.install(
+        "mixprec-failing",
+        entry_points={"failing": "failing"},
+        modules={
+            "failing": """
+                import mixprec
+
+                @mixprec.hookimpl
+                def mixprec_backends():
+                    return [mixprec.Backend("failing", "cpu", ("16-mixed",), policy="failing.policy", priority=200)]
+            """,
+            "failing.policy": """
+                import mixprec
+
+                def availability(precision, device):
+                    return mixprec.Availability.available()
+
+                def device_count():
+                    return 1
+
+                def create(request):
+                    from lightning.fabric.plugins.precision import Precision
+
+                    class Failing(Precision):
+                        def convert_input(self, data):
+                            raise RuntimeError("no kernel for this here")
+
+                    return Failing()
+            """,
+        },
+    )
+
+    result = mixprec.tune(counting, EXAMPLE, candidates=["16-mixed"], **QUICK)
+
+    assert "training failed (RuntimeError: no kernel for this here)" in dict(result.not_measured)["16-mixed"]
+    assert result.precision == "32-true"
+
+
 def test_no_example_is_an_error() -> None:
     with pytest.raises(PrecisionError, match="example is None"):
         mixprec.tune(torch.nn.Linear(2, 2), None)

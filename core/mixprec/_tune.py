@@ -377,7 +377,7 @@ def _cached(call: _Call, again: bool | None, progress: Progress | None) -> TuneR
                     stacklevel=3,
                 )
             else:
-                return dataclasses.replace(result, cached=True, seconds=0.0)
+                return dataclasses.replace(result, cached=True, seconds=0.0, device=str(call.device))
     result = _measure(call, key, progress)
     write(key, material, result.to_dict())
     return result
@@ -517,8 +517,19 @@ def _warm_up(
                 )
                 continue
         meter.start()
-        trial = Trial(precision, call.model, call.optimizer, call.example, call.loss_fn or default_loss, device)
-        first = trial.train(1, wall)
+        try:
+            trial = Trial(precision, call.model, call.optimizer, call.example, call.loss_fn or default_loss, device)
+            first = trial.train(1, wall)
+        except PrecisionError:
+            raise
+        except Exception as exc:
+            if not pairs:  # fp32 itself: the model, the example or the loss is at fault
+                raise PrecisionError(
+                    f"Training the model on the example failed in '32-true' ({type(exc).__name__}: {exc}): check that"
+                    " model(example) runs and that loss_fn takes its output and returns a scalar."
+                ) from exc
+            left_out.append((option.precision, f"not measured: training failed ({type(exc).__name__}: {exc})"))
+            continue
         trial.memory = meter.peak()
         # Its first step is the first estimate of it: two more (a warm step and a timed one) must fit.
         if pairs and time.perf_counter() - start + 2 * first > call.budget_s:
