@@ -273,7 +273,8 @@ def tune(
             "True" half precisions and "fp8-mixed" are measured only when listed here. fp32
             ("32-true") is always measured: every speed and drift is relative to it.
         target, strategy: of the precision object :meth:`TuneResult.precision_object` builds.
-        budget_s: wall-clock seconds the measurement may take; it stops within it and says what it cut.
+        budget_s: wall-clock seconds the measurement is planned to fit in; it cuts steps and candidates
+            to fit and says what it cut (learning that a precision is slow costs its first step).
         steps: the most training steps each precision trains (at least 3: two warm up, one is timed).
         max_drift: the largest relative difference from fp32's loss that counts as safe.
         refresh: measure again even if the cache holds this measurement; None reads ``MIXPREC_TUNE_REFRESH``.
