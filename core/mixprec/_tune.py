@@ -8,10 +8,11 @@ device, in interleaved rounds, and takes the fastest whose loss stayed finite an
 How it measures (see :mod:`mixprec._tune_measure` for the clocks and the memory):
 
 1. each candidate, fp32 first, gets its own copy of the model and a rebuilt optimizer, and trains
-   one step: it pays the one-time costs, its memory is measured, and its time estimates a step;
+   two warm-up steps: the first pays the one-time costs and is where its memory is measured, the
+   second estimates a step; a candidate whose warm-up would not fit in what is left of the budget
+   is not measured, and the result says so;
 2. from those estimates the remaining budget is shared out: each precision trains at most
-   ``steps`` steps, and fewer where more would not fit (the result says what was cut); when even
-   the first steps would not fit, the remaining candidates are not measured, and the result says so;
+   ``steps`` steps, and fewer where more would not fit (the result says what was cut);
 3. the precisions then take turns over up to :data:`ROUNDS` rounds, the order rotating each
    round; a step time is the median over the rounds, a speed the median over the rounds of fp32's
    step time divided by the precision's in the same round.
@@ -35,7 +36,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -442,11 +443,12 @@ def _measure(call: _Call, key: str, progress: Progress | None) -> TuneResult:
     )
 
 
-class _Option:
+class _Option(NamedTuple):
     """A candidate some backend can run here: the backend mixprec selects for it, and its status."""
 
-    def __init__(self, precision: str, backend: str, status: str) -> None:
-        self.precision, self.backend, self.status = precision, backend, status
+    precision: str
+    backend: str
+    status: str
 
 
 def _runnable(call: _Call) -> tuple[list[_Option], list[tuple[str, str]]]:
