@@ -370,6 +370,20 @@ def test_a_cache_directory_that_cannot_be_written_warns(
     assert result.precision == "32-true" or result.precision in mixprec.AUTO_ORDER
 
 
+def test_a_cache_file_that_cannot_be_replaced_warns_and_leaves_no_temporary_file(
+    counting: Counting, cache_dir: Path
+) -> None:
+    first = mixprec.tune(counting, EXAMPLE, **QUICK)
+    path = cache_dir / f"{first.key}.json"
+    path.unlink()
+    path.mkdir()  # os.replace cannot put a file where a directory is
+
+    with pytest.warns(PrecisionWarning, match="could not store"):
+        mixprec.tune(counting, EXAMPLE, refresh=True, **QUICK)
+
+    assert [p.name for p in cache_dir.iterdir()] == [path.name]
+
+
 def test_without_mixprec_cache_dir_the_cache_is_under_xdg_cache_home(
     counting: Counting, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -132,12 +132,16 @@ def write(key: str, material: Mapping[str, Any], result: Mapping[str, Any]) -> P
     directory = cache_directory()
     path = directory / f"{key}.json"
     text = json.dumps({"format": FORMAT, "key": dict(material), "result": dict(result)}, indent=1, default=str)
+    temporary: str | None = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, suffix=".tmp", delete=False) as tmp:
+            temporary = tmp.name
             tmp.write(text)
-        os.replace(tmp.name, path)
+        os.replace(temporary, path)
     except OSError as exc:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
         warnings.warn(
             f"mixprec tune could not store its measurement in {directory} ({exc}); the next run will measure again."
             " Set MIXPREC_CACHE_DIR to a directory you can write to.",
