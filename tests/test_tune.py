@@ -395,6 +395,15 @@ def test_without_mixprec_cache_dir_the_cache_is_under_xdg_cache_home(
     assert (tmp_path / "xdg" / "mixprec" / "tune" / f"{result.key}.json").is_file()
 
 
+def test_several_ranks_without_a_process_group_is_a_warning(
+    counting: Counting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    with pytest.warns(PrecisionWarning, match="WORLD_SIZE=2 but no torch.distributed process group"):
+        mixprec.tune(counting, EXAMPLE, **QUICK)
+
+
 # --- the result and its object ------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import random
 import statistics
 import sys
@@ -313,7 +314,24 @@ def tune(
     )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return _agreed(call, refresh, progress)
+    _warn_if_ranks_may_disagree()
     return _cached(call, refresh, progress)
+
+
+def _warn_if_ranks_may_disagree() -> None:
+    """Warn where the environment says there are several ranks but no process group lets them agree."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return
+    if world > 1:
+        warnings.warn(
+            f"WORLD_SIZE={world} but no torch.distributed process group is initialised: each rank measures on its"
+            " own and ranks may choose different precisions. Initialise the process group before calling tune"
+            " (docs/distributed.md).",
+            PrecisionWarning,
+            stacklevel=3,
+        )
 
 
 @dataclass(frozen=True)
