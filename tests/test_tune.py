@@ -20,7 +20,8 @@ from lightning.fabric.plugins.precision import Precision
 from lightning.pytorch.plugins.precision import Precision as TrainerPrecision
 
 import mixprec
-from mixprec import PrecisionError, PrecisionWarning, TuneResult, UnknownPrecisionError
+from mixprec import Device, Measurement, PrecisionError, PrecisionWarning, TuneResult, UnknownPrecisionError
+from mixprec._tune import _choose
 from tests.distributions import Site
 
 #: Small enough to be quick, large enough that every candidate runs its rounds.
@@ -135,6 +136,31 @@ def test_a_precision_faster_than_fp32_on_the_model_is_chosen(site: Site, countin
     assert fast.speedup > mixprec._tune.MIN_GAIN
     assert (result.precision, result.backend) == ("bf16-mixed", "spinning")
     assert result.reason.startswith("'bf16-mixed' is the fastest safe precision measured on cpu")
+
+
+def measured(precision: str, speedup: float, round_ms: tuple[float, ...], safe: bool = True) -> Measurement:
+    return Measurement(precision, "core", "available", 5, 1.0, round_ms, speedup, None, True, 0.0, 1.0, safe)
+
+
+def test_a_precision_faster_only_by_the_median_of_disturbed_rounds_is_not_chosen() -> None:
+    fp32 = measured("32-true", 1.0, (1.0, 3.0, 3.0))
+    noisy = measured("bf16-mixed", 1.5, (1.2, 2.0, 2.0))  # its fastest round is slower than fp32's fastest
+
+    chosen, reason = _choose([fp32, noisy], Device("cpu"))
+
+    assert chosen is fp32
+    assert "bf16-mixed ran at 1.50x fp32's speed, but its fastest round was not faster than fp32's" in reason
+
+
+def test_the_fastest_clearly_faster_safe_precision_is_chosen() -> None:
+    fp32 = measured("32-true", 1.0, (2.0, 2.0, 2.0))
+    fast = measured("bf16-mixed", 2.0, (1.0, 1.0, 1.0))
+    faster_but_unsafe = measured("16-mixed", 4.0, (0.5, 0.5, 0.5), safe=False)
+    barely = measured("bf16-true", 1.01, (1.98, 1.98, 1.98))
+
+    chosen, _ = _choose([fp32, fast, faster_but_unsafe, barely], Device("cpu"))
+
+    assert chosen is fast
 
 
 def test_the_result_holds_a_measurement_per_runnable_candidate(counting: Counting) -> None:
