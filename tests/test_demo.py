@@ -227,3 +227,31 @@ def test_help_imports_neither_torch_nor_lightning(argv: list[str]) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_demo_shows_what_tune_picks_beside_the_static_auto(text: Ran) -> None:
+    line = next(line for line in text.out.splitlines() if line.startswith("mixprec.tune, measured on this model"))
+    assert f"'auto' without a model answers {mixprec.explain('auto', 'cpu').precision!r}" in line
+
+
+def test_demo_json_holds_tunes_measurement(report: dict[str, Any]) -> None:
+    tuned = report["tune"]
+    assert tuned["device"] == "cpu"
+    assert tuned["precision"] in {m["precision"] for m in tuned["measurements"] if m["safe"]}
+
+
+def test_demo_says_what_its_step_times_are_measured_with(text: Ran) -> None:
+    assert "Step times: thread CPU time per step, median over the interleaved rounds." in text.out
+
+
+def test_demo_leaves_the_torch_thread_count_as_it_was(text: Ran) -> None:
+    before = torch.get_num_threads()
+    run_cli(["demo", "--device", "cpu", "--json", *STEPS])
+    assert torch.get_num_threads() == before
+
+
+def test_no_precision_trains_more_steps_than_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "BUDGET_SECONDS", 0.2)
+    ran = run_cli(["demo", "--device", "cpu", "--json", "--steps", "50"])
+    steps = {r["precision"]: r["steps"] for r in json.loads(ran.out)["results"]}
+    assert max(steps.values()) == steps["32-true"]

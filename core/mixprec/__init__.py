@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mixprec._explain import Candidate, Explanation, explain
     from mixprec._listing import Record, available
     from mixprec._resolver import get_precision
+    from mixprec._tune import Measurement, TuneResult, tune
 
 # The resolver and the registry (and with it importlib.metadata) load at first use, so that
 # ``import mixprec`` in a plugin or a CLI costs little more than importing pluggy.
@@ -44,6 +45,9 @@ _LAZY = {
     "Record": "mixprec._listing",
     "available": "mixprec._listing",
     "get_precision": "mixprec._resolver",
+    "Measurement": "mixprec._tune",
+    "TuneResult": "mixprec._tune",
+    "tune": "mixprec._tune",
 }
 
 __version__ = "0.1.0"
@@ -63,6 +67,7 @@ __all__ = [
     "Device",
     "DeviceError",
     "Explanation",
+    "Measurement",
     "OptionError",
     "PluginError",
     "PrecisionError",
@@ -71,6 +76,7 @@ __all__ = [
     "Request",
     "STANDARD_CONTRACTS",
     "StateDictError",
+    "TuneResult",
     "UnknownPrecisionError",
     "UnscalingError",
     "__version__",
@@ -79,6 +85,7 @@ __all__ = [
     "get_precision",
     "hookimpl",
     "register",
+    "tune",
 ]
 
 

@@ -6,6 +6,9 @@ chosen, because the point of "auto" is speed. Where nothing is available it fall
 "32-true" if that is usable at all; on a device that is absent nothing is usable, and "auto" is an
 error like any other request.
 
+"auto" answers per hardware, not per model: on a small model even a natively fast dtype can lose
+to fp32. :func:`mixprec.tune` measures the caller's model instead (:data:`PER_HARDWARE`).
+
 Some precisions are never chosen, whatever the device (:data:`NEVER_AUTO`): "fp8-mixed" pays only
 for large enough matrix multiplications, which depends on the model, not on the device.
 """
@@ -20,12 +23,17 @@ from mixprec._policies import Caches
 from mixprec._registry import Snapshot
 from mixprec._selection import Choice, offers, select, unknown_backend
 
-__all__ = ["AUTO_ORDER", "NEVER_AUTO", "Auto", "auto"]
+__all__ = ["AUTO_ORDER", "NEVER_AUTO", "PER_HARDWARE", "Auto", "auto"]
 
 #: What "auto" tries, fastest first; the first one that is available (not merely slow) wins.
 AUTO_ORDER = ("bf16-mixed", "16-mixed", "32-true")
 #: Precisions "auto" never chooses, and why.
 NEVER_AUTO = {"fp8-mixed": "whether it pays depends on the model's shapes; try `mixprec bench`"}
+#: What "auto" without a model is, and what measures a model instead.
+PER_HARDWARE = (
+    "per hardware, not per model: mixprec.tune(model, example), or get_precision('auto', device, model=...,"
+    " example=...), measures your model in each precision and picks the fastest safe one"
+)
 _NEVER = "; ".join(f"{precision} is never chosen by auto: {why}" for precision, why in NEVER_AUTO.items())
 
 
@@ -54,7 +62,10 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None) ->
         (p, select(snap, caches, p, device, backend if backend and offers(snap, backend, p, device) else None))
         for p in AUTO_ORDER
     ]
-    rule = f"auto takes the first of {', '.join(AUTO_ORDER)} whose selected backend is available here, not merely slow"
+    rule = (
+        f"auto takes the first of {', '.join(AUTO_ORDER)} whose selected backend is available here, not merely slow"
+        f" ({PER_HARDWARE})"
+    )
     taken = next((i for i, (_, choice) in enumerate(steps) if choice.status == "available"), None)
     if taken is None and steps[-1][1].chosen is not None:
         taken = len(steps) - 1

@@ -94,6 +94,8 @@ def get_precision(
     backend: str | None = None,
     target: Literal["fabric"] = "fabric",
     strategy: str | None = None,
+    model: Any = None,
+    example: Any = None,
     **options: Any,
 ) -> Precision: ...
 
@@ -106,6 +108,8 @@ def get_precision(
     backend: str | None = None,
     target: Literal["trainer"],
     strategy: str | None = None,
+    model: Any = None,
+    example: Any = None,
     **options: Any,
 ) -> TrainerPrecision: ...
 
@@ -118,6 +122,8 @@ def get_precision(
     backend: str | None = None,
     target: str,
     strategy: str | None = None,
+    model: Any = None,
+    example: Any = None,
     **options: Any,
 ) -> Precision | TrainerPrecision: ...
 
@@ -129,6 +135,8 @@ def get_precision(
     backend: str | None = None,
     target: str = "fabric",
     strategy: str | None = None,
+    model: Any = None,
+    example: Any = None,
     **options: Any,
 ) -> Precision | TrainerPrecision:
     """A new, ready precision object for ``Fabric(plugins=[...])`` (or the Trainer, ``target="trainer"``).
@@ -136,18 +144,27 @@ def get_precision(
     Args:
         precision: "16-mixed", "bf16-mixed", "16-true", "bf16-true", "32-true", "64-true", "fp8-mixed",
             Lightning's aliases (16, "16", "bf16", 32, "32", 64, "64"), a precision a backend registers,
-            or "auto": the fastest precision that is safe on the device (never "fp8-mixed").
+            or "auto": the fastest precision that is safe on the device (never "fp8-mixed"). Without
+            ``model``, "auto" answers per hardware, not per model: it trusts what the backends say of
+            the device. With ``model`` and ``example`` it is :func:`mixprec.tune`'s choice, measured
+            on that model (cached on disk).
         device: "cpu", "cuda", "cuda:1", "mps", ..., a ``torch.device``, a Lightning accelerator;
             None or "auto" for the best device present. A device that is not there is an error.
         backend: force the backend of this name.
         target: "fabric" or "trainer".
         strategy: "fsdp" for a precision the FSDP strategy accepts; None for every other strategy.
+        model, example: only with "auto": the model and one batch of its input, to measure with
+            :func:`mixprec.tune` (its defaults; call ``tune`` itself for a loss, an optimizer or a budget).
         options: backend settings, e.g. the GradScaler's ``init_scale`` and ``growth_interval``.
 
     Raises:
         PrecisionError: for anything the caller can fix; the message says how.
         TypeError: for an argument of the wrong type.
     """
+    if model is not None or example is not None:
+        from mixprec._tune import tuned_precision
+
+        return tuned_precision(precision, device, backend, target, strategy, model, example, options)
     precision, backend, target, strategy = arguments(precision, backend, target, strategy)
     snap, caches = current()
     reg, request = _plan(snap, caches, precision, device, backend, target, strategy)

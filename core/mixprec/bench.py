@@ -29,6 +29,7 @@ import torch
 
 import mixprec
 from mixprec import Device, PrecisionError, PrecisionWarning
+from mixprec._tune_measure import clock_for
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -198,10 +199,12 @@ class Run:
         self.estimate = 0.0
         #: seconds per step in each round this run trained in, by round number
         self.rounds: dict[int, float] = {}
+        #: what the steps are timed with: thread CPU time on the CPU with one torch thread, else wall time
+        self.clock = clock_for(self.fabric.device)
 
     def timed(self, steps: int) -> float:
-        """Train ``steps`` steps and return the seconds per step, measured to the end of the last step's work."""
-        start = time.perf_counter()
+        """Train ``steps`` steps; the seconds per step by :attr:`clock`, to the end of the last step's work."""
+        start = self.clock.read()
         loss = torch.zeros(())
         for _ in range(steps):
             output = self.model(self.inputs)
@@ -211,7 +214,7 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)
         # .item() waits for the device to finish, so an asynchronous device is timed honestly.
         self.loss = loss.item()
-        elapsed = (time.perf_counter() - start) / steps
+        elapsed = (self.clock.read() - start) / steps
         self.steps += steps
         return elapsed
 

@@ -1,4 +1,4 @@
-"""The ``mixprec`` command: list, explain, check, demo, bench, new.
+"""The ``mixprec`` command: list, explain, check, demo, bench, tune, new.
 
 One convention for output, for every command: text on stdout; ``--json`` prints JSON instead;
 ``-o FILE`` writes that same output to FILE instead of stdout. Every file a command is asked to
@@ -149,6 +149,15 @@ def _bench(args: argparse.Namespace) -> int:
 
     settings = bench.BenchSettings(args.device, args.rounds, args.dim, args.seq, args.batch, args.json, args.plot)
     return bench.run(settings)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from mixprec import _tune_command
+
+    settings = _tune_command.TuneSettings(
+        args.factory, args.device, args.candidates, args.budget_s, args.steps, args.refresh, args.json
+    )
+    return _tune_command.run(settings)
 
 
 def _new(args: argparse.Namespace) -> int:
@@ -359,6 +368,35 @@ def _parser() -> argparse.ArgumentParser:
         "--plot", type=Path, default=None, metavar="FILE", help="also draw a PNG bar chart (needs mixprec[plot])"
     )
     benching.set_defaults(run=_bench)
+
+    from mixprec._tune_defaults import DEFAULT_BUDGET_S, DEFAULT_STEPS
+
+    tuning = commands.add_parser(
+        "tune",
+        parents=output,
+        help="measure your model in each precision usable here and pick the fastest safe one",
+    )
+    tuning.add_argument(
+        "factory",
+        metavar="MODULE:FACTORY",
+        help="a function (in a module, or a .py file) that returns (model, example) or (model, example, loss_fn)",
+    )
+    tuning.add_argument("--device", default=None, help="e.g. cpu, cuda:1 (default: the best device present)")
+    tuning.add_argument(
+        "--candidates", nargs="+", default=None, metavar="P", help="the precisions to measure (default: auto's)"
+    )
+    tuning.add_argument(
+        "--budget-s",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        metavar="S",
+        help="seconds the measuring may take (default: %(default)s)",
+    )
+    tuning.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help="the most steps per precision (default: %(default)s)"
+    )
+    tuning.add_argument("--refresh", action="store_true", help="measure again even if the cache holds the answer")
+    tuning.set_defaults(run=_tune)
 
     creating = commands.add_parser(
         "new", parents=output, help="write a new backend distribution for a device type, ready to install and check"

@@ -7,14 +7,19 @@ and the speed relative to fp32 of each. Every number is measured in the run.
 
 A precision too slow to finish ``--steps`` steps in its share of :data:`BUDGET_SECONDS` (an
 emulated dtype can be 25 times slower than fp32) trains fewer, and the table says how many; fp32
-and the precision "auto" picks always train the same number, so that their losses compare.
+and the precision "auto" picks always train the same number, so that their losses compare, and
+no precision trains more than they do. On the CPU the demo trains with one torch thread and times
+each step by that thread's CPU time, as the benchmarks do, so that a busy machine does not skew
+the comparison. Last, it shows what :func:`mixprec.tune` picks for the demo's model beside what
+"auto" answers from the hardware alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -41,10 +46,12 @@ from mixprec.bench import (
     table,
 )
 
-__all__ = ["BUDGET_SECONDS", "ROUNDS", "mlp", "run"]
+__all__ = ["BUDGET_SECONDS", "ROUNDS", "TUNE_BUDGET_SECONDS", "mlp", "run"]
 
 #: The training of all precisions together should take about this long at most.
 BUDGET_SECONDS = 15.0
+#: The wall-clock seconds :func:`mixprec.tune` may spend measuring the demo's model.
+TUNE_BUDGET_SECONDS = 5.0
 #: How many turns the precisions take; each step time is the median over them.
 ROUNDS = 5
 #: The steps :meth:`Run.calibrate` trains before the rounds; at least one more step is timed in the rounds.
@@ -98,31 +105,89 @@ def run(device: str | None, steps: int, as_json: bool = False) -> int:
         print(f"\nWhat 'auto' picks on {target}, and why:\n{_indent(str(auto))}\n")
     usable, unusable = options(target)
     workload = mlp()
-    runs = [Run(option, workload, target) for option in usable]
-    if not as_json:
-        print(f"Training {workload.description} on {target}, {steps} steps in each precision:")
-        sys.stdout.flush()
-    rows = _train(runs, steps, auto.precision)
+    with _one_thread(target):
+        runs = [Run(option, workload, target) for option in usable]
+        if not as_json:
+            print(f"Training {workload.description} on {target}, {steps} steps in each precision:")
+            sys.stdout.flush()
+        rows = _train(runs, steps, auto.precision)
+        tuned = _tune(workload, target)
     if as_json:
-        print(json.dumps(_payload(target, records, auto, workload, rows, unusable), indent=2))
+        payload = _payload(target, records, auto, workload, rows, unusable)
+        payload["tune"] = tuned.to_dict()
+        print(json.dumps(payload, indent=2))
         return 0
     print(_results_table(rows, steps, unusable))
-    for note in (_summary(rows), noise_note(rows)):
+    for note in (_summary(rows), noise_note(rows), _timing_note(runs), _tune_note(tuned, auto.precision)):
         if note:
             print(note)
     return 0
+
+
+@contextlib.contextmanager
+def _one_thread(device: Device) -> Iterator[None]:
+    """On the CPU, train with one torch thread: steps are then timed by its CPU time, as the benchmarks do."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _timing_note(runs: Sequence[Run]) -> str:
+    clock = runs[0].clock.name if runs else ""
+    return f"Step times: {clock} per step, median over the interleaved rounds." if clock else ""
+
+
+def _tune(workload: Workload, device: Device) -> mixprec.TuneResult:
+    """What :func:`mixprec.tune` picks for the demo's model, with the demo's optimizer and loss."""
+    torch.manual_seed(SEED)
+    model = workload.model()
+    inputs, targets = workload.batch(torch.device(str(device)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=workload.learning_rate, momentum=0.9)
+
+    def loss(output: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(output, targets)
+
+    bar = Progress("tuning for the demo's model", 1.0, sys.stderr)
+    result = mixprec.tune(
+        model,
+        inputs,
+        device=str(device),
+        loss_fn=loss,
+        optimizer=optimizer,
+        budget_s=TUNE_BUDGET_SECONDS,
+        progress=lambda done: bar.advance(done - bar.done),
+    )
+    bar.close()
+    return result
+
+
+def _tune_note(result: mixprec.TuneResult, auto: str | None) -> str:
+    """What tune picks for this model beside what "auto" answers from the hardware alone."""
+    origin = " (from tune's cache; MIXPREC_TUNE_REFRESH=1 measures again)" if result.cached else ""
+    return (
+        f"mixprec.tune, measured on this model, picks {result.precision!r}{origin}; 'auto' without a model answers"
+        f" {auto!r} from the hardware alone. {result.reason}"
+    )
 
 
 def _train(runs: Sequence[Run], steps: int, auto: str | None) -> list[Result]:
     """Train every run: two steps each to measure it, then the rest in interleaved rounds.
 
     Each precision trains as many of ``steps`` as fit in its share of the budget; fp32 and auto's
-    choice train the same number, the smaller of their two, so that their losses compare.
+    choice train the same number, the smaller of their two, so that their losses compare, and no
+    other precision trains more.
     """
     share = BUDGET_SECONDS / max(1, len(runs))
     fits = {r.option.precision: max(MIN_STEPS, CALIBRATION_STEPS + int(share / r.calibrate())) for r in runs}
-    paired = min(fits.get(BASELINE, steps), fits.get(auto or BASELINE, steps))
-    totals = [min(steps, paired if r.option.precision in (BASELINE, auto) else fits[r.option.precision]) for r in runs]
+    paired = min(steps, fits.get(BASELINE, steps), fits.get(auto or BASELINE, steps))
+    # No precision trains more steps than fp32 and auto's choice; a slow one fewer.
+    totals = [paired if r.option.precision in (BASELINE, auto) else min(paired, fits[r.option.precision]) for r in runs]
     left = [total - CALIBRATION_STEPS for total in totals]
     schedule = [split(n, min(ROUNDS, n)) for n in left]
     progress = Progress(
