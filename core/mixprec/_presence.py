@@ -24,36 +24,18 @@ generation like every other answer, so a warm call pays nothing for the check.
 from __future__ import annotations
 
 from mixprec._backend import ANY_DEVICE, Availability, Device
-from mixprec._errors import PluginError, shown
+from mixprec._errors import PluginError
 from mixprec._policies import Caches, ask, backend_device_count, policy, policy_failed
 from mixprec._registry import Registered, Snapshot
+from mixprec.probes import device_count
 
-__all__ = ["absence", "best_device", "probe", "torch_device_count"]
-
-
-def torch_device_count(device_type: str) -> int | str:
-    """How many ``device_type`` devices torch counts here, or why it cannot count them.
-
-    Only ``torch.<type>.device_count()`` is called, which initialises no device runtime.
-    """
-    import torch
-
-    count = getattr(getattr(torch, device_type, None), "device_count", None)
-    if not callable(count):
-        return f"torch {torch.__version__} has no device module torch.{device_type} that counts {device_type} devices"
-    try:
-        found = count()
-    except Exception as exc:
-        return f"torch.{device_type}.device_count() raised {type(exc).__name__}: {exc}"
-    if isinstance(found, bool) or not isinstance(found, int) or found < 0:
-        return f"torch.{device_type}.device_count() returned {shown(found)}, not a device count"
-    return int.__int__(found)
+__all__ = ["absence", "best_device", "probe"]
 
 
 def _torch_count(device_type: str, caches: Caches) -> int | str:
     found = caches.torch.get(device_type)
     if found is None:
-        found = caches.torch[device_type] = torch_device_count(device_type)
+        found = caches.torch[device_type] = device_count(device_type)
     return found
 
 
