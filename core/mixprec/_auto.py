@@ -1,6 +1,10 @@
-""" "auto": the fastest precision that is safe on the device.
+""" "auto": the device that is best here, and the fastest precision that is safe on it.
 
-"auto" selects a backend for each precision of :data:`AUTO_ORDER` in turn and takes the first whose
+For the device, "auto" (or None) means the accelerators present before the CPU: of the device types
+some backend counts at least one device of, the one whose best backend has the highest priority,
+then by name (:func:`best_device`); the CPU where there is none.
+
+For the precision, "auto" selects a backend for each precision of :data:`AUTO_ORDER` in turn and takes the first whose
 selected backend reports "available": a precision that is merely emulated ("slow") is never
 chosen, because the point of "auto" is speed. Where nothing is available it falls back to
 "32-true" if that is usable at all; on a device that is absent nothing is usable, and "auto" is an
@@ -14,13 +18,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from mixprec._backend import Device
+from mixprec._backend import ANY_DEVICE, Device
 from mixprec._errors import BackendNotFoundError, PrecisionError
-from mixprec._policies import Caches
+from mixprec._policies import Caches, backend_device_count
 from mixprec._registry import Snapshot
 from mixprec._selection import Choice, offers, select, unknown_backend
 
-__all__ = ["AUTO_ORDER", "NEVER_AUTO", "Auto", "auto"]
+__all__ = ["AUTO_ORDER", "NEVER_AUTO", "Auto", "auto", "best_device"]
 
 #: What "auto" tries, fastest first; the first one that is available (not merely slow) wins.
 AUTO_ORDER = ("bf16-mixed", "16-mixed", "32-true")
@@ -66,3 +70,19 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None) ->
         return Auto(steps, None, error, f"{rule}; {_NEVER}")
     precision, choice = steps[taken]
     return Auto(steps, taken, None, f"{rule}; for {precision!r}: {choice.rule}; {_NEVER}")
+
+
+def best_device(snap: Snapshot, caches: Caches) -> Device:
+    """The device "auto" means: accelerators present before the CPU, by their best backend's priority, then name."""
+    if caches.best_device is None:
+        best: dict[str, int] = {}
+        for reg in snap.backends.values():
+            kind = reg.backend.device_type
+            if kind in (ANY_DEVICE, "cpu"):
+                continue
+            count = backend_device_count(reg, caches)
+            if isinstance(count, int) and count > 0:
+                best[kind] = max(best.get(kind, reg.backend.priority), reg.backend.priority)
+        ranked = sorted(best, key=lambda kind: (-best[kind], kind))
+        caches.best_device = Device(ranked[0] if ranked else "cpu")
+    return caches.best_device

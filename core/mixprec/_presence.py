@@ -29,7 +29,7 @@ from mixprec._policies import Caches, ask, backend_device_count, policy, policy_
 from mixprec._registry import Registered, Snapshot
 from mixprec.probes import device_count
 
-__all__ = ["absence", "best_device", "probe"]
+__all__ = ["absence", "probe"]
 
 
 def _torch_count(device_type: str, caches: Caches) -> int | str:
@@ -92,19 +92,3 @@ def probe(reg: Registered, precision: str, device: Device, snap: Snapshot, cache
                 found = answer
         caches.probes[key] = found
     return found
-
-
-def best_device(snap: Snapshot, caches: Caches) -> Device:
-    """The device "auto" means: accelerators present before the CPU, by their best backend's priority, then name."""
-    if caches.best_device is None:
-        best: dict[str, int] = {}
-        for reg in snap.backends.values():
-            kind = reg.backend.device_type
-            if kind in (ANY_DEVICE, "cpu"):
-                continue
-            count = backend_device_count(reg, caches)
-            if isinstance(count, int) and count > 0:
-                best[kind] = max(best.get(kind, reg.backend.priority), reg.backend.priority)
-        ranked = sorted(best, key=lambda kind: (-best[kind], kind))
-        caches.best_device = Device(ranked[0] if ranked else "cpu")
-    return caches.best_device
