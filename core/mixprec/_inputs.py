@@ -18,8 +18,8 @@ import difflib
 import sys
 from typing import Any
 
+from mixprec import _vocabulary
 from mixprec._backend import ALIASES, ANY_DEVICE, Device
-from mixprec._contract import STANDARD_CONTRACTS
 from mixprec._errors import DeviceError, PrecisionError, UnknownPrecisionError
 from mixprec._registry import Snapshot
 
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: The precisions every user may ask for, whether or not a backend serving them is installed.
-STANDARD_PRECISIONS = tuple(STANDARD_CONTRACTS)
+STANDARD_PRECISIONS = _vocabulary.STANDARD_PRECISIONS
 #: Device types with a known backend distribution, for "pip install ..." hints.
 KNOWN_DISTRIBUTIONS = {"cpu": "mixprec-cpu", "cuda": "mixprec-cuda", "mps": "mixprec-mps"}
 #: Precisions served by a distribution of their own on any device type, for "pip install ..." hints.
