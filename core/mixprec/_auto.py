@@ -10,7 +10,8 @@ chosen, because the point of "auto" is speed. Where nothing is available it fall
 "32-true" if that is usable at all; on a device that is absent nothing is usable, and "auto" is an
 error like any other request.
 
-Some precisions are never chosen, whatever the device (:data:`NEVER_AUTO`): "fp8-mixed" pays only
+"auto" judges the hardware, never the model (:data:`PER_HARDWARE`, said in every rule). Some
+precisions are never chosen, whatever the device (:data:`NEVER_AUTO`): "fp8-mixed" pays only
 for large enough matrix multiplications, which depends on the model, not on the device.
 """
 
@@ -24,13 +25,18 @@ from mixprec._policies import Caches, backend_device_count
 from mixprec._registry import Snapshot
 from mixprec._selection import Choice, offers, select, unknown_backend
 
-__all__ = ["AUTO_ORDER", "NEVER_AUTO", "Auto", "auto", "best_device"]
+__all__ = ["AUTO_ORDER", "NEVER_AUTO", "PER_HARDWARE", "Auto", "auto", "best_device"]
 
 #: What "auto" tries, fastest first; the first one that is available (not merely slow) wins.
 AUTO_ORDER = ("bf16-mixed", "16-mixed", "32-true")
 #: Precisions "auto" never chooses, and why.
 NEVER_AUTO = {"fp8-mixed": "whether it pays depends on the model's shapes; try `mixprec bench`"}
 _NEVER = "; ".join(f"{precision} is never chosen by auto: {why}" for precision, why in NEVER_AUTO.items())
+#: What "auto" judges: said in every rule, because users take it for a judgement of their model.
+PER_HARDWARE = (
+    "auto is chosen per hardware, not per model: it says what this device computes fast and safely, and"
+    " looks at no model; try `mixprec bench` for a model's speed"
+)
 
 
 class Auto(NamedTuple):
@@ -67,9 +73,9 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None) ->
         last = steps[-1][1].error
         assert last is not None
         error = type(last)(f"'auto' has no precision to choose on {device} here: {last}")
-        return Auto(steps, None, error, f"{rule}; {_NEVER}")
+        return Auto(steps, None, error, f"{rule}; {_NEVER}; {PER_HARDWARE}")
     precision, choice = steps[taken]
-    return Auto(steps, taken, None, f"{rule}; for {precision!r}: {choice.rule}; {_NEVER}")
+    return Auto(steps, taken, None, f"{rule}; for {precision!r}: {choice.rule}; {_NEVER}; {PER_HARDWARE}")
 
 
 def best_device(snap: Snapshot, caches: Caches) -> Device:
