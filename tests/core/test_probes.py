@@ -6,6 +6,7 @@ result types are plain data that policies are tested with (tests/backends/).
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -99,6 +100,22 @@ def test_on_a_cpu_build_of_torch_the_cuda_probe_says_so_and_what_to_install() ->
 def test_reading_the_cuda_gpus_initialises_no_cuda() -> None:
     probes.cuda()
     assert not torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="this system cannot fork")
+def test_after_probing_a_process_can_fork_and_its_child_probes_the_same() -> None:
+    parent = (probes.cpu(), probes.cuda(), probes.mps(), probes.device_count("cuda"))
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only, whatever happens
+        code = 1
+        try:
+            probes.cpu.cache_clear()
+            child = (probes.cpu(), probes.cuda(), probes.mps(), probes.device_count("cuda"))
+            code = 0 if child == parent and not torch.cuda.is_initialized() else 2  # type: ignore[no-untyped-call]
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_the_mps_probe_records_torch_macos_and_mps() -> None:
