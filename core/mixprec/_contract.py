@@ -143,8 +143,8 @@ class Contract:
         return DEFAULT_TRAINING_RTOL[self.matmul_dtype or self.compute_dtype]
 
 
-#: The contracts the core fixes, in the order of :data:`mixprec._vocabulary.STANDARD_PRECISIONS`: every
-#: backend that offers one of these precisions is held to it.
+#: The contracts the core fixes, one for each standard precision: every backend that offers one of
+#: these precisions is held to it.
 STANDARD_CONTRACTS: Mapping[str, Contract] = MappingProxyType(
     {
         "16-mixed": Contract(
