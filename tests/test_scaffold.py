@@ -15,10 +15,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import mixprec
 from mixprec import Availability, Device, Request
-from mixprec._scaffold import MAX_NAME, PRECISIONS, Scaffold, files, scaffold, scaffold_names
+from mixprec._scaffold import FAMILIES, MAX_NAME, PRECISIONS, Scaffold, files, scaffold, scaffold_names
+from mixprec.probes import GPU, CPUFeatures, CUDAProbe, MPSProbe
 from tests.cli_runs import run_cli
 
 LONGEST = "n" * MAX_NAME
@@ -118,8 +121,10 @@ def test_the_plugin_imports_only_mixprec() -> None:
     assert _imports(_files()["mixprec_npu/__init__.py"]) == {"__future__", "mixprec"}
 
 
-def test_the_policy_imports_no_lightning() -> None:
-    assert _imports(_files()["mixprec_npu/policy.py"]) == {"__future__", "mixprec", "torch"}
+@pytest.mark.parametrize("device_type", [*FAMILIES, "npu"])
+def test_the_policy_imports_only_mixprec(device_type: str) -> None:
+    # The hardware is read through mixprec.probes, which imports torch when asked.
+    assert _imports(_files("npu", device_type)["mixprec_npu/policy.py"]) == {"__future__", "mixprec"}
 
 
 def _code_lines(source: str) -> int:
@@ -138,10 +143,10 @@ def _code_lines(source: str) -> int:
     return len(lines - docstrings)
 
 
-@pytest.mark.parametrize("device_type", ["cpu", "npu"])
-def test_plugin_and_policy_are_at_most_30_lines_of_code(device_type: str) -> None:
+@pytest.mark.parametrize("device_type", [*FAMILIES, "npu"])
+def test_plugin_and_policy_are_at_most_40_lines_of_code(device_type: str) -> None:
     generated = _files("npu", device_type)
-    assert _code_lines(generated["mixprec_npu/__init__.py"]) + _code_lines(generated["mixprec_npu/policy.py"]) <= 30
+    assert _code_lines(generated["mixprec_npu/__init__.py"]) + _code_lines(generated["mixprec_npu/policy.py"]) <= 40
 
 
 def test_the_plugin_describes_the_backend(tmp_path: Path) -> None:
@@ -155,17 +160,123 @@ def test_the_plugin_describes_the_backend(tmp_path: Path) -> None:
     )
 
 
-def test_the_cpu_is_one_device_and_each_precision_runs_on_it(tmp_path: Path) -> None:
-    policy = _policy(tmp_path, "cpu")
-    assert policy.device_count() == 1
-    assert policy.availability("bf16-mixed", Device("cpu")) == Availability.available()
-    assert policy.availability("16-mixed", Device("cpu", 0)) == Availability.available()
+def test_the_cpu_readme_says_every_check_runs_on_the_cpu_and_what_slow_means() -> None:
+    readme = _files("npu", "cpu")["README.md"]
+    assert "`mixprec check` and `pytest` run every check: none is skipped" in readme
+    assert 'shows the precision "slow"' in readme
+    assert "skipped with the reason" not in readme
 
 
-def test_a_cpu_index_past_the_first_is_unavailable(tmp_path: Path) -> None:
-    assert _policy(tmp_path, "cpu").availability("bf16-mixed", Device("cpu", 1)) == Availability.unavailable(
-        "no cpu:1 here: torch sees 1 cpu device(s)"
+def test_the_readme_for_another_device_type_says_its_checks_skip_where_no_device_is() -> None:
+    readme = _files("npu", "npu")["README.md"]
+    assert "every check is skipped with the reason (no `npu` device here), never passed" in readme
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
+    """The policy modules generated for the CPU, CUDA and MPS, imported."""
+    root = tmp_path_factory.mktemp("families")
+    return {device_type: _policy(root / device_type, device_type) for device_type in FAMILIES}
+
+
+CPU_FEATURES = st.builds(CPUFeatures, st.booleans(), st.booleans(), st.booleans(), st.booleans())
+
+
+@given(CPU_FEATURES)
+def test_on_any_cpu_the_generated_policy_answers_as_mixprec_cpu(
+    generated: dict[str, ModuleType], features: CPUFeatures
+) -> None:
+    from mixprec_cpu.policy import decide
+
+    for precision in PRECISIONS:
+        ours, theirs = (
+            generated["cpu"].decide(precision, Device("cpu"), features),
+            decide(precision, Device("cpu"), features),
+        )
+        assert ours.status == theirs.status
+        assert ours.reason  # every answer says why
+
+
+def test_a_cpu_without_native_bf16_or_fp16_is_slow_saying_it_emulates_them(generated: dict[str, ModuleType]) -> None:
+    avx2_only = CPUFeatures(avx512_bf16=False, amx_tile=False, avx512_fp16=False, amx_fp16=False)
+    found = generated["cpu"].decide("bf16-mixed", Device("cpu"), avx2_only)
+    assert found == Availability.slow("the CPU emulates bfloat16, which is slower than fp32 here; use '32-true'")
+
+
+def test_a_cpu_with_native_bf16_is_available_naming_the_feature(generated: dict[str, ModuleType]) -> None:
+    cooper_lake = CPUFeatures(avx512_bf16=True, amx_tile=False, avx512_fp16=False, amx_fp16=False)
+    found = generated["cpu"].decide("bf16-mixed", Device("cpu"), cooper_lake)
+    assert found == Availability.available("the CPU computes bfloat16 natively (AVX512-BF16)")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_on_this_cpu_the_generated_policy_answers_as_mixprec_cpu(
+    generated: dict[str, ModuleType], precision: str
+) -> None:
+    from mixprec_cpu import policy
+
+    assert (
+        generated["cpu"].availability(precision, Device("cpu")).status
+        == policy.availability(precision, Device("cpu")).status
     )
+    assert generated["cpu"].device_count() == 1
+
+
+def test_a_cpu_index_past_the_first_is_unavailable(generated: dict[str, ModuleType]) -> None:
+    assert generated["cpu"].availability("bf16-mixed", Device("cpu", 1)) == Availability.unavailable(
+        "there is one CPU device; cpu:1 does not exist, use 'cpu'"
+    )
+
+
+CAPABILITIES = st.one_of(st.none(), st.tuples(st.integers(3, 12), st.integers(0, 9)))
+
+
+@given(st.lists(CAPABILITIES, max_size=3), st.one_of(st.none(), st.integers(0, 3)))
+def test_on_any_gpus_the_generated_cuda_policy_answers_as_mixprec_cuda(
+    generated: dict[str, ModuleType], capabilities: list[tuple[int, int] | None], index: int | None
+) -> None:
+    from mixprec_cuda.policy import decide
+
+    rocm = any(c is None for c in capabilities)
+    devices = tuple(GPU("GPU", None if rocm else c) for c in capabilities)
+    found = CUDAProbe("2.13.0", None if rocm else "12.8", "6.4" if rocm else None, devices=devices)
+    for precision in PRECISIONS:
+        ours, theirs = (
+            generated["cuda"].decide(precision, Device("cuda", index), found),
+            decide(precision, Device("cuda", index), found),
+        )
+        assert ours.status == theirs.status
+
+
+def test_on_a_cpu_build_of_torch_the_generated_cuda_policy_counts_no_gpu_and_says_why(
+    generated: dict[str, ModuleType],
+) -> None:
+    if mixprec.probes.cuda().runtime is not None:
+        pytest.skip("torch here is built with CUDA")
+    assert generated["cuda"].device_count() == 0
+    assert "was built without CUDA" in generated["cuda"].availability("bf16-mixed", Device("cuda")).reason
+
+
+MPS_PROBES = st.builds(
+    MPSProbe,
+    st.tuples(st.integers(2, 3), st.integers(0, 10)),
+    st.one_of(st.none(), st.tuples(st.integers(12, 16), st.integers(0, 6))),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+@given(MPS_PROBES)
+def test_on_any_mac_the_generated_mps_policy_answers_as_mixprec_mps(
+    generated: dict[str, ModuleType], found: MPSProbe
+) -> None:
+    from mixprec_mps.policy import decide
+
+    for precision in PRECISIONS:
+        assert (
+            generated["mps"].decide(precision, Device("mps"), found).status
+            == decide(precision, Device("mps"), found).status
+        )
 
 
 @pytest.mark.parametrize("device_type", ["xpu", "no_such_type"])
@@ -178,8 +289,10 @@ def test_a_device_type_torch_has_none_of_is_counted_0_and_unavailable(device_typ
 
 
 @pytest.mark.parametrize(("precision", "scaled"), [("bf16-mixed", False), ("16-mixed", True)])
-def test_the_policy_builds_the_standard_precision(precision: str, scaled: bool, tmp_path: Path) -> None:
-    built = _policy(tmp_path, "cpu").create(Request(precision, Device("cpu"), "gen"))
+def test_the_policy_builds_the_standard_precision(
+    precision: str, scaled: bool, generated: dict[str, ModuleType]
+) -> None:
+    built = generated["cpu"].create(Request(precision, Device("cpu"), "gen"))
     assert (built.precision, built.device, built.scaler is not None) == (precision, "cpu", scaled)
 
 
@@ -260,7 +373,7 @@ def _tool(*argv: str, cwd: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "device_type"), [("npu", "cpu"), (LONGEST, LONGEST)])
+@pytest.mark.parametrize(("name", "device_type"), [("npu", "cpu"), ("npu", "cuda"), ("npu", "mps"), (LONGEST, LONGEST)])
 def test_the_generated_code_is_ruff_clean(name: str, device_type: str, tmp_path: Path) -> None:
     written = scaffold(scaffold_names(name, device_type, tmp_path / "d"), mixprec.__version__)
     _tool("ruff", "check", ".", cwd=written.directory)
@@ -268,8 +381,9 @@ def test_the_generated_code_is_ruff_clean(name: str, device_type: str, tmp_path:
 
 
 @pytest.mark.slow
-def test_the_generated_code_is_mypy_clean(tmp_path: Path) -> None:
-    written = scaffold(scaffold_names("npu", "npu", tmp_path / "d"), mixprec.__version__)
+@pytest.mark.parametrize("device_type", [*FAMILIES, "npu"])
+def test_the_generated_code_is_mypy_clean(device_type: str, tmp_path: Path) -> None:
+    written = scaffold(scaffold_names("npu", device_type, tmp_path / "d"), mixprec.__version__)
     _tool("mypy", "--cache-dir", str(tmp_path / "cache"), cwd=written.directory)
 
 

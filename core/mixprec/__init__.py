@@ -86,6 +86,7 @@ __all__ = [
     "hookimpl",
     "register",
     "tune",
+    "unregister",
 ]
 
 
@@ -103,6 +104,21 @@ def register(plugin: Any, name: str | None = None) -> str:
         from mixprec._registry import registry
 
     return registry.register(plugin, name)
+
+
+def unregister(name: str) -> None:
+    """Undo :func:`register`: remove the plugin registered in this process as ``name``, with all its backends.
+
+    For notebooks and tests. It is taken whole or not at all: afterwards no backend of the plugin is
+    listed, explained or selected, every answer mixprec had cached is forgotten (as after
+    ``register``), and the name is free to register again. A name that :func:`register` did not add
+    (one never registered, already unregistered, or an installed plugin, which ``MIXPREC_BLOCK``
+    leaves out) raises :class:`PluginError` and changes nothing; a ``name`` that is not a str raises
+    ``TypeError``.
+    """
+    from mixprec._registry import registry
+
+    registry.unregister(name)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,15 +1,17 @@
-""" "auto": the fastest precision that is safe on the device.
+""" "auto": the device that is best here, and the fastest precision that is safe on it.
 
-"auto" selects a backend for each precision of :data:`AUTO_ORDER` in turn and takes the first whose
+For the device, "auto" (or None) means the accelerators present before the CPU: of the device types
+some backend counts at least one device of, the one whose best backend has the highest priority,
+then by name (:func:`best_device`); the CPU where there is none.
+
+For the precision, "auto" selects a backend for each precision of :data:`AUTO_ORDER` in turn and takes the first whose
 selected backend reports "available": a precision that is merely emulated ("slow") is never
 chosen, because the point of "auto" is speed. Where nothing is available it falls back to
 "32-true" if that is usable at all; on a device that is absent nothing is usable, and "auto" is an
 error like any other request.
 
-"auto" answers per hardware, not per model: on a small model even a natively fast dtype can lose
-to fp32. :func:`mixprec.tune` measures the caller's model instead (:data:`PER_HARDWARE`).
-
-Some precisions are never chosen, whatever the device (:data:`NEVER_AUTO`): "fp8-mixed" pays only
+"auto" judges the hardware, never the model (:data:`PER_HARDWARE`, said in every rule). Some
+precisions are never chosen, whatever the device (:data:`NEVER_AUTO`): "fp8-mixed" pays only
 for large enough matrix multiplications, which depends on the model, not on the device.
 """
 
@@ -17,24 +19,25 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from mixprec._backend import Device
+from mixprec._backend import ANY_DEVICE, Device
 from mixprec._errors import BackendNotFoundError, PrecisionError
-from mixprec._policies import Caches
+from mixprec._policies import Caches, backend_device_count
 from mixprec._registry import Snapshot
 from mixprec._selection import Choice, offers, select, unknown_backend
 
-__all__ = ["AUTO_ORDER", "NEVER_AUTO", "PER_HARDWARE", "Auto", "auto"]
+__all__ = ["AUTO_ORDER", "NEVER_AUTO", "PER_HARDWARE", "Auto", "auto", "best_device"]
 
 #: What "auto" tries, fastest first; the first one that is available (not merely slow) wins.
 AUTO_ORDER = ("bf16-mixed", "16-mixed", "32-true")
 #: Precisions "auto" never chooses, and why.
 NEVER_AUTO = {"fp8-mixed": "whether it pays depends on the model's shapes; try `mixprec bench`"}
-#: What "auto" without a model is, and what measures a model instead.
-PER_HARDWARE = (
-    "per hardware, not per model: mixprec.tune(model, example), or get_precision('auto', device, model=...,"
-    " example=...), measures your model in each precision and picks the fastest safe one"
-)
 _NEVER = "; ".join(f"{precision} is never chosen by auto: {why}" for precision, why in NEVER_AUTO.items())
+#: What "auto" judges: said in every rule, because users take it for a judgement of their model.
+PER_HARDWARE = (
+    "auto is chosen per hardware, not per model: it says what this device computes fast and safely, and"
+    " looks at no model; mixprec.tune(model, example), or get_precision('auto', device, model=..., example=...),"
+    " measures your model in each precision and picks the fastest safe one"
+)
 
 
 class Auto(NamedTuple):
@@ -62,10 +65,7 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None) ->
         (p, select(snap, caches, p, device, backend if backend and offers(snap, backend, p, device) else None))
         for p in AUTO_ORDER
     ]
-    rule = (
-        f"auto takes the first of {', '.join(AUTO_ORDER)} whose selected backend is available here, not merely slow"
-        f" ({PER_HARDWARE})"
-    )
+    rule = f"auto takes the first of {', '.join(AUTO_ORDER)} whose selected backend is available here, not merely slow"
     taken = next((i for i, (_, choice) in enumerate(steps) if choice.status == "available"), None)
     if taken is None and steps[-1][1].chosen is not None:
         taken = len(steps) - 1
@@ -74,6 +74,22 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None) ->
         last = steps[-1][1].error
         assert last is not None
         error = type(last)(f"'auto' has no precision to choose on {device} here: {last}")
-        return Auto(steps, None, error, f"{rule}; {_NEVER}")
+        return Auto(steps, None, error, f"{rule}; {_NEVER}; {PER_HARDWARE}")
     precision, choice = steps[taken]
-    return Auto(steps, taken, None, f"{rule}; for {precision!r}: {choice.rule}; {_NEVER}")
+    return Auto(steps, taken, None, f"{rule}; for {precision!r}: {choice.rule}; {_NEVER}; {PER_HARDWARE}")
+
+
+def best_device(snap: Snapshot, caches: Caches) -> Device:
+    """The device "auto" means: accelerators present before the CPU, by their best backend's priority, then name."""
+    if caches.best_device is None:
+        best: dict[str, int] = {}
+        for reg in snap.backends.values():
+            kind = reg.backend.device_type
+            if kind in (ANY_DEVICE, "cpu"):
+                continue
+            count = backend_device_count(reg, caches)
+            if isinstance(count, int) and count > 0:
+                best[kind] = max(best.get(kind, reg.backend.priority), reg.backend.priority)
+        ranked = sorted(best, key=lambda kind: (-best[kind], kind))
+        caches.best_device = Device(ranked[0] if ranked else "cpu")
+    return caches.best_device

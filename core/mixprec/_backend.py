@@ -172,7 +172,8 @@ class Backend:
         policy: dotted name of the module with ``availability(precision, device)``,
             ``create(request)`` and ``device_count()``; imported at first use only.
         priority: higher wins among backends that offer the same precision on the same device type.
-        unsupported: optional capabilities (see :mod:`mixprec.testing`) it lacks, each with the reason.
+        unsupported: optional capabilities it lacks (names from ``mixprec.testing.CAPABILITIES``), each
+            with the reason; an unknown name makes the description invalid.
         description: one line for ``mixprec list``.
         contracts: the contract of each precision it offers that is not standard (not in
             :data:`~mixprec.STANDARD_CONTRACTS`), which the conformance suite holds its objects to.
@@ -215,8 +216,8 @@ class Backend:
         if not isinstance(self.priority, int) or isinstance(self.priority, bool):
             problems.append(f"priority {self.priority!r} must be an int")
         unsupported = capability_reasons(self.unsupported)
-        if unsupported is None:
-            problems.append(f"unsupported {self.unsupported!r} must map capability names to non-empty reasons")
+        if isinstance(unsupported, str):
+            problems.append(unsupported)
         else:
             object.__setattr__(self, "unsupported", unsupported)
         description: Any = self.description

@@ -21,11 +21,9 @@ from types import MappingProxyType
 from typing import Any
 
 from mixprec._errors import PluginError
+from mixprec._vocabulary import DTYPES, MIXED_PRECISIONS, STANDARD_PRECISIONS, TRUE_PRECISIONS, unknown_capabilities
 
 __all__ = ["DTYPES", "STANDARD_CONTRACTS", "Contract"]
-
-#: The dtype names a contract may use, as torch names them (``getattr(torch, name)``).
-DTYPES = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 #: How far the final loss of the suite's small model may land from float32 training, relative to
 #: the float32 loss, by the dtype the model computes in (see ``mixprec.testing`` for the measurements).
@@ -41,16 +39,17 @@ DEFAULT_TRAINING_RTOL: Mapping[str, float] = MappingProxyType(
 )
 
 
-def capability_reasons(value: Any) -> Mapping[str, str] | None:
-    """``value`` as a read-only map of capability names to non-empty reasons, or None if it is not one.
+def capability_reasons(value: Any) -> Mapping[str, str] | str:
+    """``value`` as a read-only map of known capability names to non-empty reasons, or what is wrong with it.
 
-    Both a backend and a contract declare the optional capabilities they lack this way.
+    Both a backend and a contract declare the optional capabilities they lack this way; a name that
+    is not one of :data:`mixprec._vocabulary.CAPABILITIES` is refused here, as the plugin loads.
     """
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
     ):
-        return None
-    return MappingProxyType(dict(value))
+        return f"unsupported {value!r} must map capability names to non-empty reasons"
+    return unknown_capabilities(value) or MappingProxyType(dict(value))
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,8 @@ class Contract:
         ):
             problems.append(f"training_rtol {rtol!r} must be None or a positive finite number")
         unsupported = capability_reasons(self.unsupported)
-        if unsupported is None:
-            problems.append(f"unsupported {self.unsupported!r} must map capability names to non-empty reasons")
+        if isinstance(unsupported, str):
+            problems.append(unsupported)
         else:
             object.__setattr__(self, "unsupported", unsupported)
         description: Any = self.description
@@ -144,15 +143,26 @@ class Contract:
         return DEFAULT_TRAINING_RTOL[self.matmul_dtype or self.compute_dtype]
 
 
-#: The contracts the core fixes: every backend that offers one of these precisions is held to it.
+#: The contracts the core fixes, one for each standard precision: every backend that offers one of
+#: these precisions is held to it.
 STANDARD_CONTRACTS: Mapping[str, Contract] = MappingProxyType(
     {
-        "16-mixed": Contract("float16", autocast=True, loss_scaling=True, description="float16 autocast, loss scaling"),
-        "bf16-mixed": Contract("bfloat16", autocast=True, description="bfloat16 autocast, float32 weights"),
-        "16-true": Contract("float16", parameter_dtype="float16", description="everything in float16"),
-        "bf16-true": Contract("bfloat16", parameter_dtype="bfloat16", description="everything in bfloat16"),
-        "32-true": Contract("float32", converts_io=False, description="everything in float32"),
-        "64-true": Contract("float64", parameter_dtype="float64", description="everything in float64"),
+        "16-mixed": Contract(
+            MIXED_PRECISIONS["16-mixed"], autocast=True, loss_scaling=True, description="float16 autocast, loss scaling"
+        ),
+        "bf16-mixed": Contract(
+            MIXED_PRECISIONS["bf16-mixed"], autocast=True, description="bfloat16 autocast, float32 weights"
+        ),
+        **{
+            # "32-true" is the default dtype: its inputs and outputs are left as they are.
+            precision: Contract(
+                dtype,
+                parameter_dtype=dtype,
+                converts_io=dtype != "float32",
+                description=f"everything in {dtype}",
+            )
+            for precision, dtype in TRUE_PRECISIONS.items()
+        },
         "fp8-mixed": Contract(
             "bfloat16",
             autocast=True,
@@ -163,3 +173,4 @@ STANDARD_CONTRACTS: Mapping[str, Contract] = MappingProxyType(
         ),
     }
 )
+assert tuple(STANDARD_CONTRACTS) == STANDARD_PRECISIONS

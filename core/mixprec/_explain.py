@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mixprec._auto import NEVER_AUTO, Auto, auto
+from mixprec._auto import NEVER_AUTO, Auto, auto, best_device
 from mixprec._backend import ANY_DEVICE, Availability, ContractSource, Device
 from mixprec._inputs import arguments, canonical_precision, requested_device
 from mixprec._policies import Caches, current
-from mixprec._presence import best_device
 from mixprec._registry import Registered, Snapshot
 from mixprec._selection import Choice, select
 

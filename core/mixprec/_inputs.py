@@ -18,13 +18,15 @@ import difflib
 import sys
 from typing import Any
 
+from mixprec import _vocabulary
 from mixprec._backend import ALIASES, ANY_DEVICE, Device
-from mixprec._contract import STANDARD_CONTRACTS
 from mixprec._errors import DeviceError, PrecisionError, UnknownPrecisionError
 from mixprec._registry import Snapshot
 
 __all__ = [
     "KNOWN_DISTRIBUTIONS",
+    "KNOWN_OFFERS",
+    "PRECISION_DEVICE_TYPES",
     "PRECISION_DISTRIBUTIONS",
     "STANDARD_PRECISIONS",
     "TARGETS",
@@ -38,11 +40,15 @@ __all__ = [
 ]
 
 #: The precisions every user may ask for, whether or not a backend serving them is installed.
-STANDARD_PRECISIONS = tuple(STANDARD_CONTRACTS)
+STANDARD_PRECISIONS = _vocabulary.STANDARD_PRECISIONS
 #: Device types with a known backend distribution, for "pip install ..." hints.
 KNOWN_DISTRIBUTIONS = {"cpu": "mixprec-cpu", "cuda": "mixprec-cuda", "mps": "mixprec-mps"}
-#: Precisions served by a distribution of their own on any device type, for "pip install ..." hints.
+#: What each distribution of KNOWN_DISTRIBUTIONS offers on its device type: a hint names it for these only.
+KNOWN_OFFERS = ("bf16-mixed", "16-mixed", "bf16-true", "16-true")
+#: Precisions served by a distribution of their own, for "pip install ..." hints.
 PRECISION_DISTRIBUTIONS = {"fp8-mixed": "mixprec-fp8"}
+#: The device types each distribution of PRECISION_DISTRIBUTIONS registers: a hint names it for these only.
+PRECISION_DEVICE_TYPES = {"mixprec-fp8": ("cpu", "cuda")}
 #: Device types torch knows, accepted even when no backend registers them (the "true" precisions run there).
 TORCH_DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "xla", "hpu", "mtia", "meta", "privateuseone"})
 TARGETS = ("fabric", "trainer")

@@ -6,8 +6,9 @@ and a policy that cannot be imported, lacks a function, raises or answers wrongl
 backend "failed": skipped like an unavailable one, warned about once, an error under
 ``MIXPREC_STRICT``.
 
-Everything learnt is kept in a :class:`Caches` for one registry generation, so a warm call asks
-nothing twice; registering a plugin starts a new generation and with it empty caches.
+Everything learnt is kept in the :class:`~mixprec._caches.Caches` that the registry's current
+snapshot owns, so a warm call asks nothing twice; registering or unregistering a plugin publishes
+a new snapshot, and with it empty caches.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-from mixprec._backend import Availability, Device, Request
+from mixprec._backend import Availability, Device
+from mixprec._caches import Caches
 from mixprec._errors import PluginError, PrecisionWarning, shown
 from mixprec._import_lock import IMPORT_LOCK, import_module
 from mixprec._registry import Registered, Snapshot, registry
@@ -27,39 +29,10 @@ _POLICY_STATUSES = ("available", "slow", "unavailable")
 _POLICY_FUNCTIONS = ("availability", "create", "device_count")
 
 
-class Caches:
-    """What resolution learnt for one registry generation: policies, their answers, presence, finished plans."""
-
-    __slots__ = ("best_device", "counts", "generation", "plans", "policies", "probes", "reported", "strict", "torch")
-
-    def __init__(self, generation: int = -1, strict: bool = False) -> None:
-        self.generation = generation
-        self.strict = strict
-        self.policies: dict[str, ModuleType | PluginError] = {}
-        #: (backend, precision, device) -> the answer in force: the policy's, unless the device is absent.
-        self.probes: dict[tuple[str, str, Device], Availability] = {}
-        #: backend -> its policy's device_count(), or what is wrong with it.
-        self.counts: dict[str, int | str] = {}
-        #: device type -> torch's count of its devices, or why torch cannot count them.
-        self.torch: dict[str, int | str] = {}
-        self.plans: dict[tuple[Any, ...], tuple[Registered, Request]] = {}
-        self.best_device: Device | None = None
-        #: backends whose failed policy has been warned about.
-        self.reported: set[str] = set()
-
-
-_caches = Caches()
-
-
 def current() -> tuple[Snapshot, Caches]:
-    """The registry's snapshot and the caches of its generation (new, empty ones after a registration)."""
-    global _caches
+    """The registry's snapshot and the caches it owns (new, empty ones after a registration)."""
     snap = registry.snapshot()
-    caches = _caches
-    if caches.generation != snap.generation:
-        caches = Caches(generation=snap.generation, strict=snap.strict)
-        _caches = caches
-    return snap, caches
+    return snap, snap.caches
 
 
 def policy_failed(reg: Registered, caches: Caches, problem: str) -> Availability:

@@ -24,39 +24,20 @@ generation like every other answer, so a warm call pays nothing for the check.
 from __future__ import annotations
 
 from mixprec._backend import ANY_DEVICE, Availability, Device
-from mixprec._errors import PluginError, shown
+from mixprec._errors import PluginError
 from mixprec._import_lock import IMPORT_LOCK
 from mixprec._policies import Caches, ask, backend_device_count, policy, policy_failed
 from mixprec._registry import Registered, Snapshot
+from mixprec.probes import device_count
 
-__all__ = ["absence", "best_device", "probe", "torch_device_count"]
-
-
-def torch_device_count(device_type: str) -> int | str:
-    """How many ``device_type`` devices torch counts here, or why it cannot count them.
-
-    Only ``torch.<type>.device_count()`` is called, which initialises no device runtime.
-    """
-    with IMPORT_LOCK:
-        import torch
-
-    count = getattr(getattr(torch, device_type, None), "device_count", None)
-    if not callable(count):
-        return f"torch {torch.__version__} has no device module torch.{device_type} that counts {device_type} devices"
-    try:
-        with IMPORT_LOCK:  # a device module may import lazily
-            found = count()
-    except Exception as exc:
-        return f"torch.{device_type}.device_count() raised {type(exc).__name__}: {exc}"
-    if isinstance(found, bool) or not isinstance(found, int) or found < 0:
-        return f"torch.{device_type}.device_count() returned {shown(found)}, not a device count"
-    return int.__int__(found)
+__all__ = ["absence", "probe"]
 
 
 def _torch_count(device_type: str, caches: Caches) -> int | str:
     found = caches.torch.get(device_type)
     if found is None:
-        found = caches.torch[device_type] = torch_device_count(device_type)
+        with IMPORT_LOCK:  # the probe imports torch, and a device module may import lazily
+            found = caches.torch[device_type] = device_count(device_type)
     return found
 
 
@@ -114,19 +95,3 @@ def probe(reg: Registered, precision: str, device: Device, snap: Snapshot, cache
                 found = answer
         caches.probes[key] = found
     return found
-
-
-def best_device(snap: Snapshot, caches: Caches) -> Device:
-    """The device "auto" means: accelerators present before the CPU, by their best backend's priority, then name."""
-    if caches.best_device is None:
-        best: dict[str, int] = {}
-        for reg in snap.backends.values():
-            kind = reg.backend.device_type
-            if kind in (ANY_DEVICE, "cpu"):
-                continue
-            count = backend_device_count(reg, caches)
-            if isinstance(count, int) and count > 0:
-                best[kind] = max(best.get(kind, reg.backend.priority), reg.backend.priority)
-        ranked = sorted(best, key=lambda kind: (-best[kind], kind))
-        caches.best_device = Device(ranked[0] if ranked else "cpu")
-    return caches.best_device

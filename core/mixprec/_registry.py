@@ -10,8 +10,9 @@ plugin, then entry points sorted by entry-point name and then by distribution na
 to claim a plugin name or a backend name keeps it. Every later claimant is a :class:`Failure`
 whose message names both distributions; a plugin whose name is already claimed is never imported.
 
-The registry's contents are an immutable :class:`Snapshot`; registering a plugin swaps in a new
-snapshot with a higher ``generation``, which is what the resolver keys its caches on.
+The registry's contents are an immutable :class:`Snapshot`; registering or unregistering a plugin
+swaps in a new snapshot with a higher ``generation``. Each snapshot owns the resolver's caches for
+its backends (:class:`~mixprec._caches.Caches`), so a swap empties them at once.
 
 A plugin describes its backends as data and calls none of mixprec's API while it loads: a call
 back into the registry from the thread that is loading plugins (a plugin module or hook calling
@@ -31,7 +32,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pluggy
 
 from mixprec._backend import Backend
-from mixprec._errors import PluginError, PrecisionWarning
+from mixprec._caches import Caches
+from mixprec._errors import PluginError, PrecisionWarning, shown
 from mixprec._hookspec import ENTRY_POINT_GROUP, PROJECT_NAME, BackendSpec
 from mixprec._import_lock import IMPORT_LOCK
 from mixprec._settings import Settings
@@ -80,13 +82,13 @@ class Failure(NamedTuple):
 
 
 class Snapshot:
-    """The registry's contents at one moment; never mutated but for a cache of look-ups by device type.
+    """The registry's contents at one moment; never mutated but for the caches of what is learnt about them.
 
     Internal records here are NamedTuples and plain classes rather than dataclasses: they are built at
     import and on the first ``get_precision``, where a dataclass's class creation is a measurable cost.
     """
 
-    __slots__ = ("_index", "backends", "failures", "generation", "plugins", "skipped", "strict")
+    __slots__ = ("_index", "backends", "caches", "failures", "generation", "plugins", "skipped", "strict")
 
     def __init__(
         self,
@@ -105,6 +107,8 @@ class Snapshot:
         self.plugins = plugins
         #: MIXPREC_STRICT as it was at discovery: a backend whose policy fails is then an error too.
         self.strict = strict
+        #: What resolution learns about these backends: owned by this snapshot, so it dies with it.
+        self.caches = Caches(strict)
         self._index: dict[str, tuple[Registered, ...]] = {}
 
     def for_device_type(self, device_type: str) -> tuple[Registered, ...]:
@@ -255,6 +259,27 @@ class Registry:
             self._snapshot = loader.snapshot(self._generation, base.skipped, base.strict)
         return plugin_name
 
+    def unregister(self, name: str) -> None:
+        """Remove a plugin that :meth:`register` added, with all its backends, in one swap. All or nothing."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        base = self.snapshot()
+        with self._loading():
+            base = self._snapshot or base
+            plugin = next((p for p in base.plugins if p.name == name), None)
+            if plugin is None or plugin.distribution is not None:
+                raise PluginError(_not_registered(base, name, plugin))
+            backends = {n: r for n, r in base.backends.items() if r.plugin != plugin}
+            self._generation += 1
+            self._snapshot = Snapshot(
+                generation=self._generation,
+                backends=MappingProxyType(backends),
+                failures=base.failures,
+                skipped=base.skipped,
+                plugins=tuple(p for p in base.plugins if p != plugin),
+                strict=base.strict,
+            )
+
     def reset(self) -> None:
         """Forget everything; the next use discovers again (for tests)."""
         with self._loading():
@@ -335,6 +360,20 @@ class Registry:
             loader.failures.append(
                 Failure(Plugin(missing), "MIXPREC_PLUGINS names it, but no installed distribution provides it")
             )
+
+
+def _not_registered(snap: Snapshot, name: str, plugin: Plugin | None) -> str:
+    """Why ``name`` cannot be unregistered: only what ``register()`` added can be, and what to do instead."""
+    if plugin is not None:
+        return (
+            f"Cannot unregister {plugin}: mixprec.unregister() removes only plugins that mixprec.register() added"
+            f" in this process; to leave out an installed plugin, start the process with MIXPREC_BLOCK={name}"
+        )
+    registered = sorted(p.name for p in snap.plugins if p.distribution is None)
+    listed = ", ".join(repr(n) for n in registered) if registered else "none"
+    return (
+        f"No plugin named {shown(name)} was registered in this process (registered with mixprec.register(): {listed})"
+    )
 
 
 def _canonical_name(plugin: Any) -> str:

@@ -29,7 +29,7 @@ import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from mixprec._auto import auto
+from mixprec._auto import auto, best_device
 from mixprec._backend import Availability, Request
 from mixprec._errors import PluginError, PrecisionError, PrecisionWarning
 from mixprec._import_lock import IMPORT_LOCK
@@ -38,7 +38,7 @@ from mixprec._inputs import arguments, canonical_precision, check_target, reques
 # Record is imported from here by mixprec.testing; it lives with available() in _listing.
 from mixprec._listing import Record
 from mixprec._policies import Caches, current, policy
-from mixprec._presence import best_device, probe
+from mixprec._presence import probe
 from mixprec._registry import Registered, Snapshot
 from mixprec._selection import select
 

@@ -21,14 +21,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mixprec._errors import OptionError, StateDictError, shown
+from mixprec._vocabulary import SCALER_OPTIONS
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["SCALER_OPTIONS", "STATE_KEYS", "check_options", "load_state"]
 
-#: The options ``get_precision`` passes to ``torch.amp.GradScaler`` for a precision with a scaler.
-SCALER_OPTIONS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval")
 #: What ``GradScaler.state_dict()`` holds for an enabled scaler (torch >= 2.0).
 STATE_KEYS = frozenset({"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"})
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from mixprec._backend import ANY_DEVICE, Availability, Device
 from mixprec._errors import BackendNotFoundError, BackendUnavailableError, PrecisionError
-from mixprec._inputs import KNOWN_DISTRIBUTIONS, PRECISION_DISTRIBUTIONS
+from mixprec._inputs import KNOWN_DISTRIBUTIONS, KNOWN_OFFERS, PRECISION_DEVICE_TYPES, PRECISION_DISTRIBUTIONS
 from mixprec._policies import Caches
 from mixprec._presence import probe
 from mixprec._registry import Registered, Snapshot
@@ -132,7 +132,9 @@ def _not_found(snap: Snapshot, precision: str, device: Device) -> PrecisionError
     """Nothing installed offers ``precision`` on ``device``: say what to install, or why what is installed does not.
 
     The distribution known to serve the precision (``mixprec-fp8`` for "fp8-mixed") is named
-    before the one known to serve the device type (``mixprec-cuda`` for "cuda").
+    before the one known to serve the device type (``mixprec-cuda`` for "cuda"); a distribution is
+    named only where it would serve this precision on this device type, never merely because it is
+    the one known for the type.
     """
     others = sorted(
         f"{r.backend.name} ({r.backend.device_type})"
@@ -140,7 +142,7 @@ def _not_found(snap: Snapshot, precision: str, device: Device) -> PrecisionError
         if precision in r.backend.precisions
     )
     elsewhere = f" Backends offering it on other devices: {', '.join(others)}." if others else ""
-    hints = [d for d in (PRECISION_DISTRIBUTIONS.get(precision), KNOWN_DISTRIBUTIONS.get(device.type)) if d]
+    hints = _install_hints(precision, device.type)
     for distribution in hints:
         for failure in snap.failures:
             if failure.plugin.distribution == distribution:
@@ -164,7 +166,19 @@ def _not_found(snap: Snapshot, precision: str, device: Device) -> PrecisionError
         verb = "does" if len(hints) == 1 else "do"
         return BackendNotFoundError(f"{' and '.join(hints)} {verb} not offer {precision!r} on {device}.{elsewhere}")
     return BackendNotFoundError(
-        f"No installed backend offers {precision!r} on {device}, and mixprec knows no distribution"
-        f" for device type {device.type!r}: a backend for it registers through the 'mixprec.backends'"
-        f" entry point (see docs/writing-a-backend.md).{elsewhere}"
+        f"No installed backend offers {precision!r} on {device}, and mixprec knows no distribution that"
+        f" offers it for device type {device.type!r}: a backend for it registers through the"
+        f" 'mixprec.backends' entry point (see docs/writing-a-backend.md).{elsewhere}"
     )
+
+
+def _install_hints(precision: str, device_type: str) -> list[str]:
+    """The distributions known to serve ``precision`` on ``device_type``: the precision's own, then the type's."""
+    hints = []
+    own = PRECISION_DISTRIBUTIONS.get(precision)
+    if own is not None and device_type in PRECISION_DEVICE_TYPES.get(own, ()):
+        hints.append(own)
+    known = KNOWN_DISTRIBUTIONS.get(device_type)
+    if known is not None and precision in KNOWN_OFFERS:
+        hints.append(known)
+    return hints

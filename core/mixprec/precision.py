@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from mixprec import _vocabulary
 from mixprec._backend import Request
 from mixprec._contract import STANDARD_CONTRACTS
 from mixprec._errors import OptionError, PrecisionError
@@ -57,9 +58,11 @@ __all__ = [
 ]
 
 #: The autocast dtype of each standard mixed precision that :func:`mixed_precision` builds.
-MIXED_DTYPES: Mapping[str, torch.dtype] = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+MIXED_DTYPES: Mapping[str, torch.dtype] = {
+    precision: getattr(torch, dtype) for precision, dtype in _vocabulary.MIXED_PRECISIONS.items()
+}
 #: The precisions without autocast or scaler that :func:`true_precision` builds.
-TRUE_PRECISIONS = ("32-true", "64-true", "16-true", "bf16-true")
+TRUE_PRECISIONS = tuple(_vocabulary.TRUE_PRECISIONS)
 
 #: The classes resolved at first use, each with the module that imports lightning for it.
 _LAZY = {

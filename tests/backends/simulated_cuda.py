@@ -31,7 +31,7 @@ import pynvml  # type: ignore[import-untyped]
 import pytest
 import torch
 
-from mixprec_cuda import _nvml
+from mixprec.probes import _nvml
 
 __all__ = ["Card", "CUDAStarted", "FakeNVML", "Simulation", "cards_of", "simulate"]
 

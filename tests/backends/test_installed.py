@@ -33,13 +33,13 @@ def test_the_distribution_registers_one_entry_point_named_after_the_backend(name
     assert [(ep.name, ep.value) for ep in entry_points] == [(name, f"mixprec_{name}")]
 
 
-#: What each backend needs beyond mixprec and torch: mixprec-cuda reads the GPUs through NVML.
-EXTRA_REQUIREMENTS = {"cpu": set(), "cuda": {"nvidia-ml-py>=11.450.51"}, "mps": set()}
+#: The core each backend needs: mixprec-cuda the core's extra that reads the GPUs through NVML.
+CORE = {"cpu": "mixprec>=0.1.0", "cuda": "mixprec[cuda]>=0.1.0", "mps": "mixprec>=0.1.0"}
 
 
 @per_backend
-def test_the_distribution_depends_on_mixprec_torch_and_only_what_its_device_needs(name: str, distribution: str) -> None:
-    assert set(metadata.requires(distribution) or ()) == {"mixprec>=0.1.0", "torch>=2.4", *EXTRA_REQUIREMENTS[name]}
+def test_the_distribution_depends_on_the_core_and_torch_only(name: str, distribution: str) -> None:
+    assert set(metadata.requires(distribution) or ()) == {CORE[name], "torch>=2.4"}
 
 
 @per_backend

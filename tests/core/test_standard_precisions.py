@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import mixprec
-from mixprec._inputs import PRECISION_DISTRIBUTIONS
+from mixprec._auto import PER_HARDWARE
+from mixprec._inputs import PRECISION_DEVICE_TYPES, PRECISION_DISTRIBUTIONS
 from tests.core.throwaway import FAKE_DEVICE, install_backend
 from tests.distributions import Site
 
@@ -28,6 +29,7 @@ def test_a_precision_whose_distribution_is_not_installed_says_what_to_install(
     install_backend(site, "elsewhere", precisions=("fp8-mixed",))
     monkeypatch.setenv("MIXPREC_PLUGINS", "elsewhere")
     monkeypatch.setitem(PRECISION_DISTRIBUTIONS, "fp8-mixed", "mixprec-fp8-not-installed")
+    monkeypatch.setitem(PRECISION_DEVICE_TYPES, "mixprec-fp8-not-installed", ("cpu",))
 
     with pytest.raises(mixprec.BackendNotFoundError) as raised:
         mixprec.get_precision("fp8-mixed", "cpu")
@@ -50,7 +52,7 @@ def test_auto_never_picks_fp8_mixed_even_where_it_is_the_only_fast_precision(sit
     explanation = mixprec.explain("auto", FAKE_DEVICE)
 
     assert explanation.precision == "32-true"
-    assert explanation.rule.endswith(NEVER)
+    assert explanation.rule.endswith(f"{NEVER}; {PER_HARDWARE}")
     (fp8,) = (c for c in explanation.candidates if c.precision == "fp8-mixed")
     assert (fp8.backend, fp8.status, fp8.chosen) == ("acc", "available", False)
     assert fp8.note == f"never chosen by auto: {NEVER.split(': ', 1)[1]}"
@@ -82,3 +84,46 @@ def test_a_failed_plugins_record_has_no_contract(site: Site) -> None:
         (failed,) = (r for r in mixprec.available() if r.status == "failed")
 
     assert failed.contract == ""
+
+
+def test_the_install_hint_never_names_the_device_types_distribution_for_a_precision_it_does_not_offer(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backend with a precision of its own on the CPU; nothing serves "cuda" here. mixprec-cuda would not
+    # serve "bf16-sr" either, so naming it would send the user to install something useless.
+    install_backend(site, "srlike", device_type="cpu", precisions=("bf16-sr",), contracts={"bf16-sr": ACME["acme-fp4"]})
+    monkeypatch.setenv("MIXPREC_PLUGINS", "srlike")
+
+    with pytest.raises(mixprec.BackendNotFoundError) as raised:
+        mixprec.get_precision("bf16-sr", "cuda")
+
+    assert "mixprec-cuda" not in str(raised.value)
+    assert "mixprec knows no distribution that offers it for device type 'cuda'" in str(raised.value)
+    assert "Backends offering it on other devices: srlike (cpu)." in str(raised.value)
+
+
+def test_the_install_hint_names_a_precisions_distribution_only_for_the_device_types_it_registers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MIXPREC_PLUGINS", "cpu")  # mixprec-fp8 serves "cpu" and "cuda", not "mps"
+
+    with pytest.raises(mixprec.BackendNotFoundError) as raised:
+        mixprec.get_precision("fp8-mixed", "mps")
+
+    assert "mixprec-fp8" not in str(raised.value)
+    assert "mixprec-mps" not in str(raised.value)
+
+
+def test_the_install_hint_still_names_the_device_types_distribution_for_what_it_offers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MIXPREC_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+    with pytest.raises(mixprec.BackendNotFoundError, match="mixprec-cuda"):
+        mixprec.get_precision("16-mixed", "cuda")
+
+
+def test_explain_auto_says_it_is_chosen_per_hardware_not_per_model() -> None:
+    explanation = mixprec.explain("auto", "cpu")
+    assert "auto is chosen per hardware, not per model" in explanation.rule
+    assert "auto is chosen per hardware, not per model" in str(explanation)

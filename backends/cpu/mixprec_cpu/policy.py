@@ -11,17 +11,16 @@ the core's priority, so that their status on a CPU says whether the CPU computes
 
 Only x86 features are recognised: on other CPUs both dtypes are reported "slow", the safe answer.
 
-:func:`decide` is a pure function of a :class:`CPUFeatures` probe; it is what the tests exercise
-for CPUs this machine is not. :func:`probe` asks torch once per process.
+:func:`decide` is a pure function of a :class:`mixprec.probes.CPUFeatures`; it is what the tests
+exercise for CPUs this machine is not. :func:`probe` is the core's :func:`mixprec.probes.cpu`.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mixprec import Availability, Device, Request
+from mixprec import Availability, Device, Request, probes
+from mixprec.probes import CPUFeatures
 
 if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
@@ -29,49 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["DTYPES", "CPUFeatures", "availability", "create", "decide", "device_count", "probe"]
 
 
-@dataclass(frozen=True)
-class CPUFeatures:
-    """The CPU's low-precision features, as torch reports them."""
-
-    avx512_bf16: bool
-    #: AMX tiles; every CPU with AMX computes bfloat16 on them (AMX-BF16).
-    amx_tile: bool
-    avx512_fp16: bool
-    amx_fp16: bool
-
-    @property
-    def native_bf16(self) -> tuple[str, ...]:
-        """The names of the features that compute bfloat16 natively; empty when it is emulated."""
-        return tuple(name for name, has in (("AVX512-BF16", self.avx512_bf16), ("AMX", self.amx_tile)) if has)
-
-    @property
-    def native_fp16(self) -> tuple[str, ...]:
-        """The names of the features that compute float16 natively; empty when it is emulated."""
-        return tuple(name for name, has in (("AVX512-FP16", self.avx512_fp16), ("AMX-FP16", self.amx_fp16)) if has)
-
-
-@functools.cache
 def probe() -> CPUFeatures:
-    import torch
-    import torch.cpu
-
-    def flag(name: str) -> bool:
-        # Every flag is private to torch and some are missing from older releases: absent means "no".
-        check = getattr(torch.cpu, name, None)
-        return bool(check()) if callable(check) else False
-
-    avx512 = flag("_is_avx512_supported")
-    try:
-        # oneDNN's float16 check: AVX512-FP16, or AVX-NE-CONVERT (conversions only) on CPUs without AVX512.
-        onednn_fp16 = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):
-        onednn_fp16 = False
-    return CPUFeatures(
-        avx512_bf16=flag("_is_avx512_bf16_supported"),
-        amx_tile=flag("_is_amx_tile_supported"),
-        avx512_fp16=avx512 and onednn_fp16,
-        amx_fp16=flag("_is_amx_fp16_supported"),
-    )
+    """This CPU's features: :func:`mixprec.probes.cpu`, read once per process."""
+    return probes.cpu()
 
 
 #: The low dtype each offered precision computes in: "bfloat16" or "float16".

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from mixprec import probes
 from mixprec_fp8.policy import availability, create
 
 __all__ = ["availability", "create", "device_count"]
 
 
 def device_count() -> int:
-    """The CUDA devices, counted by mixprec-cuda without initialising CUDA."""
-    from mixprec_cuda.policy import device_count as count
-
-    return count()
+    """The CUDA devices, counted by the core's probe without initialising CUDA."""
+    return probes.cuda().device_count

@@ -2,7 +2,8 @@
 
 - On CUDA, torchao's float8 matmuls (``torch._scaled_mm``) need float8 tensor cores: compute
   capability 8.9 (Ada) or newer. Below, "fp8-mixed" is unavailable, saying which precision to use
-  instead. The GPU is read through mixprec-cuda's probe, which never initialises CUDA. ROCm GPUs
+  instead. The GPU is read through the core's probe, :func:`mixprec.probes.cuda`, which never
+  initialises CUDA. ROCm GPUs
   are refused: the float8 types of AMD's MI300 (``float8_e4m3fnuz``) are not those of the
   standard contract (``float8_e4m3fn``).
 - On the CPU there are no float8 matmul units: torchao's emulation rounds each matmul's operands
@@ -25,12 +26,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from mixprec import Availability, Device, Request
+from mixprec import Availability, Device, Request, probes
+from mixprec.probes import CUDAProbe
 
 if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
-
-    from mixprec_cuda.policy import CUDAProbe
 
 __all__ = ["FLOAT8_CAPABILITY", "MIN_TORCHAO", "Float8Probe", "availability", "create", "decide", "probe"]
 
@@ -47,7 +47,7 @@ class Float8Probe:
 
     #: The installed torchao's version; None when it is not installed.
     torchao: str | None
-    #: mixprec-cuda's probe of the CUDA GPUs; None when the device is not a CUDA one.
+    #: The core's probe of the CUDA GPUs (:func:`mixprec.probes.cuda`); None when the device is not a CUDA one.
     cuda: CUDAProbe | None = None
 
 
@@ -59,9 +59,7 @@ def probe(device_type: str) -> Float8Probe:
         version = None
     if device_type != "cuda":
         return Float8Probe(version)
-    from mixprec_cuda.policy import probe as cuda_probe
-
-    return Float8Probe(version, cuda_probe())
+    return Float8Probe(version, probes.cuda())
 
 
 def decide(precision: str, device: Device, found: Float8Probe) -> Availability:

@@ -8,19 +8,16 @@ Each precision has version gates, and each gate has its own reason:
 - "16-true" runs wherever MPS does; "bf16-true" needs macOS 14 for bfloat16 tensors at all. They
   are offered above the core's priority so that their status on a Mac is this policy's answer.
 
-:func:`decide` is a pure function of an :class:`MPSProbe`; it is what the tests exercise for the
-Macs and torch versions this machine is not. :func:`probe` asks torch and the platform once per process.
+:func:`decide` is a pure function of a :class:`mixprec.probes.MPSProbe`; it is what the tests exercise
+for the Macs and torch versions this machine is not. :func:`probe` is the core's :func:`mixprec.probes.mps`.
 """
 
 from __future__ import annotations
 
-import functools
-import platform
-import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mixprec import Availability, Device, Request
+from mixprec import Availability, Device, Request, probes
+from mixprec.probes import MPSProbe, release
 
 if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
@@ -35,41 +32,10 @@ MACOS_BF16 = (14, 0)
 #: The precisions offered, with the dtype each computes in.
 OFFERED = {"bf16-mixed": "bfloat16", "16-mixed": "float16", "bf16-true": "bfloat16", "16-true": "float16"}
 
-_RELEASE = re.compile(r"(\d+)(?:\.(\d+))?")
 
-
-@dataclass(frozen=True)
-class MPSProbe:
-    """What torch and the platform say about MPS in this process."""
-
-    #: (major, minor) of the installed torch.
-    torch_version: tuple[int, int]
-    #: (major, minor) of macOS; None on any other operating system.
-    macos_version: tuple[int, int] | None
-    #: ``torch.backends.mps.is_built()``
-    built: bool
-    #: ``torch.backends.mps.is_available()``
-    available: bool
-
-
-def release(text: str) -> tuple[int, int] | None:
-    """The (major, minor) a version string starts with: "2.8.0+cpu" -> (2, 8), "14" -> (14, 0), "" -> None."""
-    match = _RELEASE.match(text)
-    if match is None:
-        return None
-    return int(match.group(1)), int(match.group(2) or 0)
-
-
-@functools.cache
 def probe() -> MPSProbe:
-    import torch
-
-    return MPSProbe(
-        torch_version=release(torch.__version__) or (0, 0),
-        macos_version=release(platform.mac_ver()[0]),
-        built=torch.backends.mps.is_built(),
-        available=torch.backends.mps.is_available(),
-    )
+    """What torch and the platform say about MPS here: the core's :func:`mixprec.probes.mps`."""
+    return probes.mps()
 
 
 def decide(precision: str, device: Device, mps: MPSProbe) -> Availability:

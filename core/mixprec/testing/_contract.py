@@ -1,4 +1,4 @@
-"""The suite's table of optional capabilities and GradScaler options, and the dtype names of contracts.
+"""The suite's GradScaler options and the dtype names of contracts; the capabilities come from the core's vocabulary.
 
 What each method of a precision object promises, with the check for each promise, is written down
 in the docstring of :mod:`mixprec.testing`.
@@ -11,25 +11,9 @@ from types import MappingProxyType
 
 import torch
 
-__all__ = ["CAPABILITIES", "SCALER_OPTIONS", "torch_dtype"]
+from mixprec._vocabulary import CAPABILITIES
 
-#: Optional capabilities, by the name a backend lists in ``Backend.unsupported`` (for all its
-#: precisions) or a contract in ``Contract.unsupported`` (for one), with what each promises. A
-#: capability neither lists is required: its check runs and must pass.
-CAPABILITIES: Mapping[str, str] = MappingProxyType(
-    {
-        "fused_optimizers": (
-            "optimizer_step() with a fused optimizer (torch.optim.SGD(fused=True)) steps like the unfused one"
-            " and, with a GradScaler, skips a step with non-finite gradients; unscale_gradients() unscales its"
-            " gradients for clipping with a GradScaler, so that the step after clipping is bit for bit the unfused"
-            " one's, and changes nothing without one (checked for precisions with float32 or float64 parameters)"
-        ),
-        "lbfgs_closure": (
-            "optimizer_step(optimizer, closure=...) runs the closure, so LBFGS trains (precisions without a"
-            " GradScaler; with one, LBFGS is refused, as in Lightning)"
-        ),
-    }
-)
+__all__ = ["CAPABILITIES", "SCALER_OPTIONS", "torch_dtype"]
 
 #: The GradScaler options the suite builds precisions with loss scaling from (checks that are about
 #: an option pass values of their own). Powers of two keep scaled gradients exact, so "scaled by the

@@ -3,7 +3,8 @@
 NVML is the library behind ``nvidia-smi``; it ships with the driver (``libnvidia-ml.so.1``,
 ``nvml.dll``), and reading it does not start CUDA, so a process may still fork afterwards. torch
 counts devices through it for the same reason. It is reached through ``nvidia-ml-py`` (module
-``pynvml``), NVIDIA's own ctypes binding. NVML lists GPUs in PCI bus order, nvidia-smi's order.
+``pynvml``), NVIDIA's own ctypes binding, which the core's extra ``mixprec[cuda]`` installs and
+which is imported only when the GPUs are first read. NVML lists GPUs in PCI bus order, nvidia-smi's order.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 __all__ = ["MIGInstance", "PhysicalGPU", "inventory"]
 
-#: Said where mixprec-cuda cannot read the GPUs at all, after what went wrong.
+#: Said where mixprec cannot read the GPUs at all, after what went wrong.
 _OR_ASK_TORCH = (
-    "; where this process never forks, initialising CUDA first (torch.cuda.init()) lets mixprec-cuda ask torch instead"
+    "; where this process never forks, initialising CUDA first (torch.cuda.init()) lets mixprec ask torch instead"
 )
 
 
@@ -50,8 +51,8 @@ def inventory() -> tuple[PhysicalGPU, ...] | str:
         import pynvml  # type: ignore[import-untyped]
     except ImportError:
         return (
-            "nvidia-ml-py is not installed, and mixprec-cuda reads the GPUs through it so as not to initialise"
-            f" CUDA in this process: pip install nvidia-ml-py{_OR_ASK_TORCH}"
+            "nvidia-ml-py is not installed, and mixprec reads the GPUs through it so as not to initialise"
+            f" CUDA in this process: pip install 'mixprec[cuda]' (or nvidia-ml-py){_OR_ASK_TORCH}"
         )
     try:
         pynvml.nvmlInit()
@@ -70,7 +71,7 @@ def inventory() -> tuple[PhysicalGPU, ...] | str:
 def _unreadable(pynvml: Any, exc: Exception) -> str:
     if isinstance(exc, pynvml.NVMLError_LibraryNotFound):
         return (
-            "the NVIDIA driver's management library (NVML: libnvidia-ml.so.1, nvml.dll) is not here, so mixprec-cuda"
+            "the NVIDIA driver's management library (NVML: libnvidia-ml.so.1, nvml.dll) is not here, so mixprec"
             " cannot read the GPUs without initialising CUDA: install the NVIDIA driver (nvidia-smi must work), and in"
             f" a container expose its utility libraries (NVIDIA_DRIVER_CAPABILITIES=compute,utility){_OR_ASK_TORCH}"
         )
