@@ -15,7 +15,9 @@ from mixprec._contract import STANDARD_CONTRACTS, Contract
 from mixprec._errors import (
     BackendNotFoundError,
     BackendUnavailableError,
+    CollapseError,
     DeviceError,
+    LocateOverflowError,
     OptionError,
     PluginError,
     PrecisionError,
@@ -30,7 +32,9 @@ if TYPE_CHECKING:
     from mixprec._auto import AUTO_ORDER
     from mixprec._explain import Candidate, Explanation, explain
     from mixprec._listing import Record, available
+    from mixprec._locate import locate_overflow
     from mixprec._resolver import get_precision
+    from mixprec._telemetry import Overflow, Telemetry
 
 # The resolver and the registry (and with it importlib.metadata) load at first use, so that
 # ``import mixprec`` in a plugin or a CLI costs little more than importing pluggy.
@@ -42,6 +46,9 @@ _LAZY = {
     "Record": "mixprec._listing",
     "available": "mixprec._listing",
     "get_precision": "mixprec._resolver",
+    "locate_overflow": "mixprec._locate",
+    "Overflow": "mixprec._telemetry",
+    "Telemetry": "mixprec._telemetry",
 }
 
 __version__ = "0.1.0"
@@ -56,11 +63,14 @@ __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
     "Candidate",
+    "CollapseError",
     "Contract",
     "Device",
     "DeviceError",
     "Explanation",
+    "LocateOverflowError",
     "OptionError",
+    "Overflow",
     "PluginError",
     "PrecisionError",
     "PrecisionWarning",
@@ -68,6 +78,7 @@ __all__ = [
     "Request",
     "STANDARD_CONTRACTS",
     "StateDictError",
+    "Telemetry",
     "UnknownPrecisionError",
     "UnscalingError",
     "__version__",
@@ -75,6 +86,7 @@ __all__ = [
     "explain",
     "get_precision",
     "hookimpl",
+    "locate_overflow",
     "register",
 ]
 

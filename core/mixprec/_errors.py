@@ -5,7 +5,9 @@ from __future__ import annotations
 __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
+    "CollapseError",
     "DeviceError",
+    "LocateOverflowError",
     "OptionError",
     "PluginError",
     "PrecisionError",
@@ -51,6 +53,15 @@ class UnscalingError(PrecisionError, NotImplementedError):
     ``NotImplementedError`` (and so a ``RuntimeError``), the types Lightning's Fabric and Trainer
     raise there, so that code written to catch Lightning's error still catches mixprec's.
     """
+
+
+class CollapseError(PrecisionError):
+    """Mixed-precision training stopped making progress: the GradScaler skipped step after step, or the scale fell
+    below its floor. Raised instead of a warning with ``get_precision(..., on_collapse="raise")``."""
+
+
+class LocateOverflowError(PrecisionError):
+    """The overflow locator cannot watch this model here (a compiled model or region); the message says why."""
 
 
 class PluginError(PrecisionError):

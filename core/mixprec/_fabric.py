@@ -34,7 +34,9 @@ from torch.optim import Optimizer
 from typing_extensions import override
 
 from mixprec._errors import UnscalingError
+from mixprec._recording import TelemetryRecorder
 from mixprec._scaler import load_state
+from mixprec._telemetry import split_state
 
 if TYPE_CHECKING:
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
@@ -52,8 +54,9 @@ __all__ = [
 ]
 
 
-class ScalerGuard:
-    """A mixin for Lightning precision classes: no GradScaler state lost, no clipping of scaled gradients.
+class ScalerGuard(TelemetryRecorder):
+    """A mixin for Lightning precision classes: no GradScaler state lost, no clipping of scaled gradients, and
+    every optimizer step recorded (``telemetry``, from :class:`~mixprec._recording.TelemetryRecorder`).
 
     Put it first among the bases of a subclass of a Lightning ``Precision``, Fabric's or the
     Trainer's. It reads the object's ``precision`` and ``scaler`` (None, the default, where the class
@@ -91,8 +94,11 @@ class ScalerGuard:
     scaler: Any = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load the GradScaler state that ``state_dict()`` returned, whole, or raise StateDictError."""
-        load_state(self.scaler, state_dict, self.precision)
+        """Load the GradScaler state that ``state_dict()`` returned, whole, and the telemetry counters of its
+        ``"mixprec"`` entry (a state without one, from an older checkpoint, loads too), or raise StateDictError."""
+        scaler_state, entry = split_state(state_dict)
+        load_state(self.scaler, scaler_state, self.precision)
+        self._restore_telemetry(entry)
 
     def refuse_unscaling(self, optimizer: Any) -> None:
         """Raise UnscalingError if this object has a scaler and ``optimizer`` unscales inside its own ``step()``."""
