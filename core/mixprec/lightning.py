@@ -65,7 +65,7 @@ class PrecisionMonitor(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        interval = self.every_n_steps or trainer.log_every_n_steps
+        interval = self.every_n_steps or trainer.log_every_n_steps  # type: ignore[attr-defined]
         # With gradient accumulation several batches end at one global step: log it once.
         if step == self._logged_step or step % max(1, interval):
             return
