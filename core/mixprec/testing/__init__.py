@@ -154,7 +154,8 @@ A contract whose ``converts_modules`` is not empty is also held to the module-co
 from __future__ import annotations
 
 from mixprec._contract import STANDARD_CONTRACTS, Contract
-from mixprec.testing._checks import CHECKS, Check, CheckFailed, CheckSkipped, Subject
+from mixprec.testing._base import Check, CheckFailed, CheckSkipped, Subject
+from mixprec.testing._checks import CHECKS
 from mixprec.testing._contract import CAPABILITIES
 from mixprec.testing._pytest import ConformanceTests
 from mixprec.testing._suite import Case, Outcome, Report, Result, Suite, run

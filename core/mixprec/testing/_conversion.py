@@ -44,13 +44,13 @@ from torch.utils.data import DataLoader, TensorDataset
 import mixprec
 from mixprec._contract import Contract
 from mixprec._errors import PrecisionWarning
-from mixprec.testing._checks import (
+from mixprec.testing._base import (
     CheckFailed,
     CheckSkipped,
     Subject,
-    _check,
     _close,
     _require,
+    check,
     compute_dtype,
     fabric_for,
     parameter_dtype,
@@ -210,7 +210,7 @@ def _unconverted(model: nn.Module, expected: dict[str, type], contract: Contract
 # --- the checks ------------------------------------------------------------------------------------
 
 
-@_check(applies=_converts)
+@check(applies=_converts)
 def converts_eligible_layers(subject: Subject, contract: Contract) -> None:
     """convert_module replaces each layer of the listed classes whose weight sizes are multiples of dims_multiple."""
     p = subject.make()
@@ -219,7 +219,7 @@ def converts_eligible_layers(subject: Subject, contract: Contract) -> None:
     _unconverted(p.convert_module(plain), expected, contract, "after convert_module")
 
 
-@_check(applies=_converts)
+@check(applies=_converts)
 def conversion_leaves_other_layers(subject: Subject, contract: Contract) -> None:
     """convert_module leaves every other module as it was: its class, and its parameters in parameter_dtype."""
     p = subject.make()
@@ -245,7 +245,7 @@ def conversion_leaves_other_layers(subject: Subject, contract: Contract) -> None
             )
 
 
-@_check(applies=_converts_matmuls)
+@check(applies=_converts_matmuls)
 def converted_matmul_dtype(subject: Subject, contract: Contract) -> None:
     """A converted linear layer's output has the rounding error of matmul_dtype operands, with dynamic scaling.
 
@@ -309,7 +309,7 @@ def converted_matmul_dtype(subject: Subject, contract: Contract) -> None:
             )
 
 
-@_check(applies=_converts)
+@check(applies=_converts)
 def converted_training_matches_fp32(subject: Subject, contract: Contract) -> None:
     """The converted model trained under the precision ends within the contract's rtol of it trained in float32.
 
@@ -340,7 +340,7 @@ def converted_training_matches_fp32(subject: Subject, contract: Contract) -> Non
     )
 
 
-@_check(applies=_converts)
+@check(applies=_converts)
 def converted_state_dict_matches_plain(subject: Subject, contract: Contract) -> None:
     """A converted model's state_dict is the plain model's (keys, shapes, dtypes): it loads into one and back."""
     p = subject.make()
@@ -436,7 +436,7 @@ def _snapshot(model: nn.Module, p: Precision, subject: Subject, contract: Contra
     return layers, [id(param) for param in model.parameters()], out
 
 
-@_check(applies=_converts)
+@check(applies=_converts)
 def conversion_idempotent(subject: Subject, contract: Contract) -> None:
     """convert_module of a converted model changes nothing: the same layers, parameters and hooks, the same output."""
     p = subject.make()
@@ -472,7 +472,7 @@ def _steps_converted(model: nn.Module, before: dict[str, Tensor], expected: dict
     )
 
 
-@_check(applies=_converts)
+@check(applies=_converts)
 def fabric_setup_converts(subject: Subject, contract: Contract) -> None:
     """Fabric(plugins=[p]).setup converts the model, and the optimizer made before setup trains its converted layers."""
     p = subject.make()
@@ -508,7 +508,7 @@ def _quiet_trainer() -> Iterator[None]:
         logger.setLevel(level)
 
 
-@_check(applies=_converts)
+@check(applies=_converts)
 def trainer_converts(subject: Subject, contract: Contract) -> None:
     """Trainer(plugins=[p]).fit, p for target="trainer", converts the LightningModule's layers and trains them."""
     from lightning.pytorch import LightningModule, Trainer

@@ -34,15 +34,9 @@ from mixprec._policies import current
 from mixprec._presence import absence
 from mixprec._registry import Registered, Snapshot
 from mixprec._resolver import Record
-from mixprec.testing._checks import (
-    CHECKS,
-    Check,
-    CheckFailed,
-    CheckSkipped,
-    Subject,
-    contract_declared,
-    undeclared_contract,
-)
+from mixprec.testing._base import Check, CheckFailed, CheckSkipped, Subject, undeclared_contract
+from mixprec.testing._checks import CHECKS
+from mixprec.testing._checks_object import contract_declared
 from mixprec.testing._contract import CAPABILITIES
 from mixprec.testing._global_state import isolated
 
@@ -88,7 +82,7 @@ class Case:
         if contract is None:  # its only case is contract_declared
             raise CheckFailed(undeclared_contract(self.subject))
         with one_thread(), isolated(self.subject.device.type):
-            self.check.function(self.subject, contract)
+            self.check(self.subject, contract)
 
     def run(self) -> Result:
         """Execute the case and record the outcome; an unexpected exception is a failure."""
@@ -209,7 +203,7 @@ class Suite:
         for subject in self.subjects:
             contract = subject.contract
             for check in CHECKS:
-                if check.function is contract_declared:
+                if check is contract_declared:
                     # A description either declares a contract or not, whatever the device: never skipped.
                     cases.append(Case(subject, check, None))
                 elif contract is not None and check.applies(contract):
