@@ -227,3 +227,12 @@ def test_help_imports_neither_torch_nor_lightning(argv: list[str]) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_demo_reports_the_skipped_steps_of_each_precision(report: dict[str, Any], text: Ran) -> None:
+    for result in report["results"]:
+        scaled = mixprec.STANDARD_CONTRACTS.get(result["precision"])
+        if scaled is None or not scaled.loss_scaling:
+            assert result["skipped_steps"] == 0, result["precision"]
+        assert 0 <= result["skipped_steps"] <= result["steps"]
+    assert "SKIPPED" in text.out.split("FINAL LOSS")[0].splitlines()[-1]

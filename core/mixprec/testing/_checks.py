@@ -5,7 +5,8 @@ small functions named after the behaviour they test: ``_checks_object`` (the obj
 ``_checks_context`` (``forward_context``, the init contexts, ``teardown``), ``_checks_convert``
 (``convert_module``, ``convert_input``, ``convert_output``), ``_checks_step`` (``backward``,
 ``optimizer_step``, ``unscale_gradients``, ``main_params``), ``_checks_state`` (``state_dict``,
-``load_state_dict``), ``_checks_training`` (end to end) and ``_conversion`` (module conversion). What
+``load_state_dict``), ``_checks_telemetry`` (``telemetry``, collapse detection), ``_checks_training``
+(end to end) and ``_conversion`` (module conversion). What
 they share (:class:`~mixprec.testing._base.Check`, :class:`~mixprec.testing._base.Subject`, the
 failures and helpers) is in :mod:`mixprec.testing._base`. Importing a group registers nothing: a
 check runs because it is listed here, and the docstring of :mod:`mixprec.testing` lists every promise
@@ -19,6 +20,7 @@ from mixprec.testing import _checks_convert as convert
 from mixprec.testing import _checks_object as object_
 from mixprec.testing import _checks_state as state
 from mixprec.testing import _checks_step as step
+from mixprec.testing import _checks_telemetry as telemetry
 from mixprec.testing import _checks_training as training
 from mixprec.testing import _conversion as conversion
 from mixprec.testing._base import Check
@@ -77,6 +79,10 @@ CHECKS: tuple[Check, ...] = (
     state.load_state_dict_restores,
     state.state_dict_torch_save,
     state.incompatible_state_dict,
+    state.state_dict_without_mixprec_entry_loads,
+    telemetry.telemetry_counts_steps,
+    telemetry.telemetry_restored_by_load_state_dict,
+    telemetry.collapse_detected,
     training.training_matches_fp32,
     training.fabric_loop,
     conversion.converts_eligible_layers,
