@@ -205,7 +205,7 @@ class TelemetryRecorder:
         host = torch.empty(2, dtype=after.dtype, pin_memory=True)
         host.copy_(torch.stack((before, after)), non_blocking=True)
         event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-        event.record()
+        event.record(torch.cuda.current_stream(after.device))  # the stream the copy ran on: the scale's device's
         record.pending = (host, event)
 
     def convert_module(self, module: nn.Module) -> nn.Module:
