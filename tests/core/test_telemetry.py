@@ -397,3 +397,27 @@ def test_the_locator_refuses_a_precision_without_telemetry() -> None:
 
     with pytest.raises(mixprec.LocateOverflowError, match="records no telemetry"):
         mixprec.locate_overflow(nn.Linear(2, 2), plain).__enter__()
+
+
+@pytest.mark.parametrize("strategy", [None, "fsdp"])
+@pytest.mark.parametrize("target", ["fabric", "trainer"])
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed", "32-true", "bf16-true"])
+def test_every_object_the_builders_build_reports_telemetry_and_saves_the_manifest(
+    precision: str, target: str, strategy: str | None
+) -> None:
+    backend = "core" if "true" in precision else None  # the core's builders, not mixprec-sr's own bf16-true
+    obj = mixprec.get_precision(precision, "cpu", target=target, strategy=strategy, backend=backend)
+
+    scale = obj.scaler.get_scale() if obj.scaler is not None else None
+    assert obj.telemetry == mixprec.Telemetry(scale=scale)
+    assert obj.state_dict()["mixprec"]["manifest"]["precision"] == precision
+
+
+def test_an_object_of_a_backend_without_telemetry_refuses_the_telemetry_options(site: Any) -> None:
+    from tests.conformance.backends import broken_policy, install
+
+    lightning_only = broken_policy(create="return MixedPrecision(request.precision, request.device.type)")
+    install(site, "plain-lightning", lightning_only, precisions=("bf16-mixed",))
+
+    with pytest.raises(mixprec.OptionError, match=r"records no telemetry, so it cannot take \['collapse_after'\]"):
+        mixprec.get_precision("bf16-mixed", "cpu", backend="plain-lightning", collapse_after=3)
