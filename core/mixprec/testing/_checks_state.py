@@ -23,7 +23,7 @@ from torch import Tensor
 from mixprec._contract import Contract
 from mixprec._errors import StateDictError
 from mixprec._telemetry import STATE_ENTRY, manifest, split_state
-from mixprec.testing._base import CheckFailed, Subject, _loss, _poison, _require, _scaler, check
+from mixprec.testing._base import FABRIC, CheckFailed, Subject, _loss, _poison, _require, _scaler, check
 
 #: What to change when the state contract is broken; Lightning's own classes ignore state that does not fit.
 STATE_FIX = (
@@ -83,7 +83,7 @@ def _difference(actual: Any, expected: Mapping[str, Any], *, exact_keys: bool = 
     return ""
 
 
-@check()
+@check(targets=FABRIC)
 def state_dict_complete(subject: Subject, contract: Contract) -> None:
     """state_dict() holds the GradScaler's whole state at its top level with torch's types and values (no GradScaler
     state without a scaler), and a "mixprec" entry whose manifest names the precision and the backend."""
@@ -140,7 +140,7 @@ def state_dict_before_first_step(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def state_dict_is_a_snapshot(subject: Subject, contract: Contract) -> None:
     """The dict state_dict() returned does not change as training goes on: it holds values, not live state."""
     p = _used(subject, contract)
@@ -156,7 +156,7 @@ def state_dict_is_a_snapshot(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check()
+@check(targets=FABRIC)
 def load_state_dict_restores(subject: Subject, contract: Contract) -> None:
     """load_state_dict() of a state_dict() restores the whole scaler state in a fresh object."""
     p = _used(subject, contract)
@@ -170,7 +170,7 @@ def load_state_dict_restores(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check()
+@check(targets=FABRIC)
 def state_dict_torch_save(subject: Subject, contract: Contract) -> None:
     """A state_dict() through torch.save and torch.load(weights_only=True) restores the whole state in a new object."""
     p = _used(subject, contract)
@@ -226,7 +226,7 @@ def incompatible_state_dict(subject: Subject, contract: Contract) -> None:
         _require(not wrong, f"after the refused load_state_dict({bad!r}) the GradScaler state {wrong}; refuse first")
 
 
-@check()
+@check(targets=FABRIC)
 def state_dict_without_mixprec_entry_loads(subject: Subject, contract: Contract) -> None:
     """load_state_dict() takes a state saved before the "mixprec" entry existed (the GradScaler's keys alone, or an
     empty state without a scaler) and restores the scaler state from it."""

@@ -19,7 +19,7 @@ from lightning.fabric.plugins.precision import Precision
 from mixprec._contract import Contract
 from mixprec._errors import CollapseError, PrecisionWarning
 from mixprec._telemetry import STATE_ENTRY, Telemetry, manifest
-from mixprec.testing._base import CheckFailed, Subject, _loss, _poison, _require, _scale, _scaler, check
+from mixprec.testing._base import FABRIC, CheckFailed, Subject, _loss, _poison, _require, _scale, _scaler, check
 
 #: What to change when the telemetry is missing or wrong.
 TELEMETRY_FIX = (
@@ -54,7 +54,7 @@ def _expect(p: Precision, expected: Telemetry, after: str) -> None:
     _require(got == expected, f"after {after}, telemetry is {got}, not {expected}: {TELEMETRY_FIX}")
 
 
-@check()
+@check(targets=FABRIC)
 def telemetry_counts_steps(subject: Subject, contract: Contract) -> None:
     """telemetry counts the optimizer steps, the steps skipped for inf/NaN gradients, the run of skips and the step of
     the last one, and reports the GradScaler's scale (None without one)."""
@@ -86,7 +86,7 @@ def telemetry_restored_by_load_state_dict(subject: Subject, contract: Contract) 
     _expect(p, expected, f"load_state_dict() of a state holding the counters {counters}")
 
 
-@check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def collapse_detected(subject: Subject, contract: Contract) -> None:
     """With collapse_after=N and on_collapse="raise", the N-th skipped step in a row raises mixprec.CollapseError,
     and fewer do not."""
