@@ -35,7 +35,12 @@ SMALLEST = "mixprec-xpu"
 #: What the issue asks of the smallest backend: at most this many lines of plugin and policy code.
 MAX_SMALLEST_LINES = 30
 #: The modules a backend imports from mixprec, and the reference page of each.
-PUBLIC_MODULES = {"mixprec": "mixprec", "mixprec.precision": "precision", "mixprec.testing": "testing"}
+PUBLIC_MODULES = {
+    "mixprec": "mixprec",
+    "mixprec.precision": "precision",
+    "mixprec.testing": "testing",
+    "mixprec.lightning": "lightning",
+}
 
 _FENCE = re.compile(r"^(?P<indent> *)```(?P<language>\w*)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)```$", re.M | re.S)
 _ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
