@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-CPU_BENCHMARKS = ("plugin_calls", "step", "auto", "memory", "registry")
+CPU_BENCHMARKS = ("plugin_calls", "step", "auto", "memory", "registry", "telemetry")
 
 
 def arguments() -> argparse.Namespace:

@@ -255,3 +255,12 @@ def test_no_precision_trains_more_steps_than_fp32(monkeypatch: pytest.MonkeyPatc
     ran = run_cli(["demo", "--device", "cpu", "--json", "--steps", "50"])
     steps = {r["precision"]: r["steps"] for r in json.loads(ran.out)["results"]}
     assert max(steps.values()) == steps["32-true"]
+
+
+def test_demo_reports_the_skipped_steps_of_each_precision(report: dict[str, Any], text: Ran) -> None:
+    for result in report["results"]:
+        scaled = mixprec.STANDARD_CONTRACTS.get(result["precision"])
+        if scaled is None or not scaled.loss_scaling:
+            assert result["skipped_steps"] == 0, result["precision"]
+        assert 0 <= result["skipped_steps"] <= result["steps"]
+    assert "SKIPPED" in text.out.split("FINAL LOSS")[0].splitlines()[-1]

@@ -40,6 +40,7 @@ PUBLIC_MODULES = {
     "mixprec.precision": "precision",
     "mixprec.probes": "probes",
     "mixprec.testing": "testing",
+    "mixprec.lightning": "lightning",
 }
 
 _FENCE = re.compile(r"^(?P<indent> *)```(?P<language>\w*)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)```$", re.M | re.S)

@@ -15,7 +15,9 @@ from mixprec._errors import (
     BackendNotFoundError,
     BackendUnavailableError,
     ClosureError,
+    CollapseError,
     DeviceError,
+    LocateOverflowError,
     OptionError,
     PluginError,
     PrecisionError,
@@ -32,7 +34,9 @@ if TYPE_CHECKING:
     from mixprec._auto import AUTO_ORDER
     from mixprec._explain import Candidate, Explanation, explain
     from mixprec._listing import Record, available
+    from mixprec._locate import locate_overflow
     from mixprec._resolver import get_precision
+    from mixprec._telemetry import Overflow, Telemetry
     from mixprec._tune import Measurement, TuneResult, tune
 
 # The resolver and the registry (and with it importlib.metadata) load at first use, so that
@@ -48,6 +52,9 @@ _LAZY = {
     "Measurement": "mixprec._tune",
     "TuneResult": "mixprec._tune",
     "tune": "mixprec._tune",
+    "locate_overflow": "mixprec._locate",
+    "Overflow": "mixprec._telemetry",
+    "Telemetry": "mixprec._telemetry",
 }
 
 __version__ = "0.1.0"
@@ -63,12 +70,15 @@ __all__ = [
     "BackendUnavailableError",
     "Candidate",
     "ClosureError",
+    "CollapseError",
     "Contract",
     "Device",
     "DeviceError",
     "Explanation",
     "Measurement",
+    "LocateOverflowError",
     "OptionError",
+    "Overflow",
     "PluginError",
     "PrecisionError",
     "PrecisionWarning",
@@ -77,6 +87,7 @@ __all__ = [
     "STANDARD_CONTRACTS",
     "StateDictError",
     "TuneResult",
+    "Telemetry",
     "UnknownPrecisionError",
     "UnscalingError",
     "__version__",
@@ -84,6 +95,7 @@ __all__ = [
     "explain",
     "get_precision",
     "hookimpl",
+    "locate_overflow",
     "register",
     "tune",
     "unregister",

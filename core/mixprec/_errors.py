@@ -6,7 +6,9 @@ __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
     "ClosureError",
+    "CollapseError",
     "DeviceError",
+    "LocateOverflowError",
     "OptionError",
     "PluginError",
     "PrecisionError",
@@ -60,6 +62,15 @@ class ClosureError(PrecisionError, TypeError):
     It is also a ``TypeError``, the type Lightning's Fabric raises for LBFGS with a GradScaler, so that code
     written to catch Lightning's error still catches mixprec's.
     """
+
+
+class CollapseError(PrecisionError):
+    """Mixed-precision training stopped making progress: the GradScaler skipped step after step, or the scale fell
+    below its floor. Raised instead of a warning with ``get_precision(..., on_collapse="raise")``."""
+
+
+class LocateOverflowError(PrecisionError):
+    """The overflow locator cannot watch this model here (a compiled model or region); the message says why."""
 
 
 class PluginError(PrecisionError):

@@ -39,7 +39,9 @@ from torch.amp.grad_scaler import OptState
 from typing_extensions import override
 
 from mixprec._errors import ClosureError, UnscalingError
+from mixprec._recording import TelemetryRecorder
 from mixprec._scaler import load_state
+from mixprec._telemetry import split_state
 
 if TYPE_CHECKING:
     from lightning.fabric.utilities.types import Optimizable
@@ -58,9 +60,10 @@ __all__ = [
 ]
 
 
-class ScalerGuard:
+class ScalerGuard(TelemetryRecorder):
     """A mixin for Lightning precision classes: no GradScaler state lost, no clipping of scaled gradients, fused
-    optimizers clipped too.
+    optimizers clipped too, and every optimizer step recorded (``telemetry``, from
+    :class:`~mixprec._recording.TelemetryRecorder`).
 
     Put it first among the bases of a subclass of a Lightning ``Precision``, Fabric's or the
     Trainer's. It reads the object's ``precision`` and ``scaler`` (None, the default, where the class
@@ -102,8 +105,11 @@ class ScalerGuard:
     scaler: Any = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load the GradScaler state that ``state_dict()`` returned, whole, or raise StateDictError."""
-        load_state(self.scaler, state_dict, self.precision)
+        """Load the GradScaler state that ``state_dict()`` returned, whole, and the telemetry counters of its
+        ``"mixprec"`` entry (a state without one, from an older checkpoint, loads too), or raise StateDictError."""
+        scaler_state, entry = split_state(state_dict)
+        load_state(self.scaler, scaler_state, self.precision)
+        self._restore_telemetry(entry)
 
     def unscale_gradients(self, optimizer: Any) -> None:
         """Unscale ``optimizer``'s gradients once before clipping, fused optimizers too; without a scaler, nothing."""

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from mixprec import _vocabulary
-from mixprec._backend import ALIASES, ANY_DEVICE, Device
+from mixprec._backend import ALIASES, ANY_DEVICE, TARGETS, Device
 from mixprec._errors import DeviceError, PrecisionError, UnknownPrecisionError
 from mixprec._registry import Snapshot
 
@@ -51,7 +51,6 @@ PRECISION_DISTRIBUTIONS = {"fp8-mixed": "mixprec-fp8"}
 PRECISION_DEVICE_TYPES = {"mixprec-fp8": ("cpu", "cuda")}
 #: Device types torch knows, accepted even when no backend registers them (the "true" precisions run there).
 TORCH_DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "xla", "hpu", "mtia", "meta", "privateuseone"})
-TARGETS = ("fabric", "trainer")
 _ACCELERATOR_DEVICE_TYPES = {"tpu": "xla", "gpu": "cuda"}
 _INTEGER_PRECISIONS = {16: "16-mixed", 32: "32-true", 64: "64-true"}
 _PLAIN_PRECISION = frozenset({str, int})

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from mixprec._auto import auto, best_device
 from mixprec._backend import Availability, Request
-from mixprec._errors import PluginError, PrecisionError, PrecisionWarning
+from mixprec._errors import OptionError, PluginError, PrecisionError, PrecisionWarning
 from mixprec._import_lock import IMPORT_LOCK
 from mixprec._inputs import arguments, canonical_precision, check_target, requested_device
 
@@ -41,6 +41,7 @@ from mixprec._policies import Caches, current, policy
 from mixprec._presence import probe
 from mixprec._registry import Registered, Snapshot
 from mixprec._selection import select
+from mixprec._telemetry import TELEMETRY_OPTIONS, Settings, manifest, settings
 
 if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
@@ -70,13 +71,13 @@ def _plan(
     name = canonical_precision(precision, snap)
     dev = requested_device(device, snap) or best_device(snap, caches)
     if name == "auto":
-        found = auto(snap, caches, dev, backend)
+        found = auto(snap, caches, dev, backend, target)
         if found.taken is None:
             assert found.error is not None
             raise found.error
         name, choice = found.steps[found.taken]
     else:
-        choice = select(snap, caches, name, dev, backend)
+        choice = select(snap, caches, name, dev, backend, target)
         if choice.error is not None:
             raise choice.error
     assert choice.chosen is not None
@@ -155,7 +156,11 @@ def get_precision(
         strategy: "fsdp" for a precision the FSDP strategy accepts; None for every other strategy.
         model, example: only with "auto": the model and one batch of its input, to measure with
             :func:`mixprec.tune` (its defaults; call ``tune`` itself for a loss, an optimizer or a budget).
-        options: backend settings, e.g. the GradScaler's ``init_scale`` and ``growth_interval``.
+        options: backend settings, e.g. the GradScaler's ``init_scale`` and ``growth_interval``; and for every
+            precision mixprec's own: ``collapse_after`` (consecutive skipped steps that make a collapsed run,
+            default 20), ``min_scale`` (a floor for the loss scale, default None), ``on_collapse`` ("warn" or
+            "raise"), ``locate_overflow`` (True: find the first module whose output or gradient overflows) and
+            ``overflow_margin`` (default 0.1).
 
     Raises:
         PrecisionError: for anything the caller can fix; the message says how.
@@ -168,6 +173,8 @@ def get_precision(
     precision, backend, target, strategy = arguments(precision, backend, target, strategy)
     snap, caches = current()
     reg, request = _plan(snap, caches, precision, device, backend, target, strategy)
+    ours = {name: options.pop(name) for name in TELEMETRY_OPTIONS if name in options}
+    watching = settings(ours)
     if options:
         request = dataclasses.replace(request, options=options)
     module = policy(reg, caches)
@@ -179,12 +186,27 @@ def get_precision(
     obj = _create(module, reg, request)
     _check_created(obj, reg, request)
     obj.mixprec_backend = reg.backend.name
+    _stamp(obj, reg, request, watching, ours)
     return obj  # type: ignore[no-any-return]
+
+
+def _stamp(obj: Any, reg: Registered, request: Request, watching: Settings, given: dict[str, Any]) -> None:
+    """Give the object its manifest (which precision, backend and versions made it) and its telemetry options."""
+    stamp = getattr(obj, "_stamp_telemetry", None)
+    if stamp is None:
+        if given:
+            raise OptionError(
+                f"{_origin(reg)} built a {type(obj).__name__}, which records no telemetry, so it cannot take"
+                f" {sorted(given)}. Its authors can subclass mixprec.precision.AutocastPrecision or put"
+                " mixprec.precision.ScalerGuard first among its bases; or pass backend= to use another one."
+            )
+        return
+    stamp(manifest(request.precision, reg.backend.name, reg.plugin.distribution, reg.plugin.version), watching)
 
 
 def _slow_warning(snap: Snapshot, caches: Caches, request: Request, availability: Availability) -> str:
     """Why a slow precision was built anyway, and what "auto" would take on the device instead."""
-    found = auto(snap, caches, request.device, None)
+    found = auto(snap, caches, request.device, None, request.target)
     instead = (
         f" get_precision('auto') takes {found.steps[found.taken][0]!r} here."
         if found.taken is not None and found.steps[found.taken][0] != request.precision

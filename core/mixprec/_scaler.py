@@ -174,7 +174,7 @@ def load_state(scaler: torch.amp.GradScaler | None, state: Any, precision: str) 
         return
     if not state:
         raise StateDictError(
-            f"The state is empty, so it holds no GradScaler state for this {precision!r} precision:"
+            f"The state holds no GradScaler state for this {precision!r} precision:"
             " it was saved from a precision without a scaler. Load the checkpoint into an object of"
             " that precision, or load nothing and start with a fresh scale."
         )

@@ -41,6 +41,7 @@ from typing_extensions import override
 
 from mixprec._errors import PrecisionWarning, StateDictError
 from mixprec._fabric import DeviceFSDP, ScalerGuard
+from mixprec._telemetry import holds_scaler_state
 
 __all__ = [
     "TrainerAutocastPrecision",
@@ -124,7 +125,7 @@ def _is_fitting(model: Module) -> bool:
 def _check_resumed_scaler_state(plugin: _TrainerGuard, checkpoint: dict[str, Any]) -> None:
     """Refuse GradScaler state ``plugin`` cannot take, warn when it gets none, and file state saved under
     another Lightning class's name under ``plugin``'s, where the Trainer will load it."""
-    saved = {key: checkpoint[key] for key in _SCALER_STATE_KEYS if checkpoint.get(key)}
+    saved = {key: checkpoint[key] for key in _SCALER_STATE_KEYS if holds_scaler_state(checkpoint.get(key))}
     if plugin.scaler is None:
         if saved:
             key, state = next(iter(saved.items()))
@@ -137,6 +138,8 @@ def _check_resumed_scaler_state(plugin: _TrainerGuard, checkpoint: dict[str, Any
         # A "16-mixed" run resumed with FSDP or without it: the state fits, under another class's name.
         checkpoint[own] = next(iter(saved.values()))
         return
+    # A run without loss scaling filed only the "mixprec" entry under this class's name: nothing here to load.
+    checkpoint.pop(own, None)
     warnings.warn(
         f"The checkpoint holds no GradScaler state: it was saved by a run without loss scaling ('bf16-mixed' or a"
         f" 'true' precision). This {plugin.precision!r} run starts with a fresh scale of {plugin.scaler.get_scale()},"

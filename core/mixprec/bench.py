@@ -187,6 +187,7 @@ class Run:
             # A "slow" precision is shown as such in the results; the warning would only repeat it.
             warnings.simplefilter("ignore", PrecisionWarning)
             precision = mixprec.get_precision(option.precision, str(device), backend=option.backend)
+        self.precision = precision
         self.fabric = _fabric(device, precision)
         torch.manual_seed(SEED)
         model = workload.model()
@@ -281,6 +282,8 @@ class Result:
     loss: float
     speedup: float | None
     auto: bool
+    #: Steps the GradScaler skipped for inf/NaN gradients (``precision.telemetry``); 0 without a scaler.
+    skipped_steps: int = 0
 
 
 def results(runs: Sequence[Run], auto: str | None) -> list[Result]:
@@ -298,10 +301,17 @@ def results(runs: Sequence[Run], auto: str | None) -> list[Result]:
             run.loss,
             None if baseline is None else _speedup(baseline, run),
             run.option.precision == auto,
+            _skipped(run),
         )
         for run in runs
     ]
     return sorted(rows, key=lambda r: (-(r.speedup or 0.0), r.step_ms))
+
+
+def _skipped(run: Run) -> int:
+    """The steps the run's GradScaler skipped, as its precision object's telemetry counts them."""
+    telemetry = getattr(run.precision, "telemetry", None)
+    return 0 if telemetry is None else int(telemetry.skipped_steps)
 
 
 def _speedup(baseline: Run, run: Run) -> float:

@@ -223,7 +223,7 @@ def _backends(records: Sequence[Record]) -> str:
 
 
 def _results_table(rows: Sequence[Result], steps: int, unusable: Sequence[tuple[str, str]]) -> str:
-    header = ("", "PRECISION", "BACKEND", "STATUS", "STEPS", "FINAL LOSS", "STEP TIME", "VS FP32")
+    header = ("", "PRECISION", "BACKEND", "STATUS", "STEPS", "SKIPPED", "FINAL LOSS", "STEP TIME", "VS FP32")
     text = table(
         header,
         [
@@ -233,13 +233,14 @@ def _results_table(rows: Sequence[Result], steps: int, unusable: Sequence[tuple[
                 r.backend,
                 r.status,
                 str(r.steps),
+                str(r.skipped_steps),
                 f"{r.loss:.4g}",
                 milliseconds(r.step_ms),
                 speed(r),
             )
             for r in rows
         ],
-        right=(4, 5, 6, 7),
+        right=(4, 5, 6, 7, 8),
     )
     short = [r.precision for r in rows if r.steps < steps]
     if short:

@@ -66,7 +66,8 @@ DEFECTS = [
         "scaler-for-another-device",
         "16-mixed",
         "matches_request scaler_options_applied scale_backoff scale_growth nonfinite_step_skipped fused_optimizers"
-        " load_state_dict_restores state_dict_torch_save",
+        " load_state_dict_restores state_dict_torch_save telemetry_counts_steps collapse_detected"
+        " state_dict_without_mixprec_entry_loads telemetry_restored_by_load_state_dict",
         create="""
         import warnings
 
@@ -385,18 +386,19 @@ DEFECTS = [
         "loss_scaled step_applied frozen_parameters_untouched optimizer_step_returns_step_result"
         " optimizer_step_passes_arguments nonfinite_step_skipped scale_backoff scale_growth unscale_before_clipping"
         " fused_optimizers state_dict_complete state_dict_is_a_snapshot load_state_dict_restores state_dict_torch_save"
-        " training_matches_fp32 fabric_loop",
+        " training_matches_fp32 fabric_loop telemetry_counts_steps collapse_detected"
+        " state_dict_without_mixprec_entry_loads",
         """
         def backward(self, tensor, model, *args, **kwargs):
             tensor.backward(*args, **kwargs)
         """,
         note="a GradScaler that never scaled has no scale yet, and torch refuses to step, unscale or update through it",
     ),
-    # --- optimizer_step
+    # --- optimizer_step (one that does not end in super()'s records no telemetry: telemetry_counts_steps)
     _defect(
         "steps-twice",
         "bf16-mixed",
-        "step_applied unscale_gradients_without_scaler training_matches_fp32",
+        "step_applied unscale_gradients_without_scaler training_matches_fp32 telemetry_counts_steps",
         """
         def optimizer_step(self, optimizer, **kwargs):
             if "closure" not in kwargs:
@@ -408,7 +410,7 @@ DEFECTS = [
     _defect(
         "step-result-dropped",
         "bf16-mixed",
-        "optimizer_step_returns_step_result",
+        "optimizer_step_returns_step_result telemetry_counts_steps",
         """
         def optimizer_step(self, optimizer, **kwargs):
             optimizer.step(**kwargs)
@@ -417,7 +419,7 @@ DEFECTS = [
     _defect(
         "scaler-step-result-dropped",
         "16-mixed",
-        "optimizer_step_returns_step_result",
+        "optimizer_step_returns_step_result telemetry_counts_steps collapse_detected",
         """
         def optimizer_step(self, optimizer, **kwargs):
             if isinstance(optimizer, torch.optim.LBFGS):
@@ -429,7 +431,7 @@ DEFECTS = [
     _defect(
         "step-drops-arguments",
         "bf16-mixed",
-        "optimizer_step_passes_arguments",
+        "optimizer_step_passes_arguments telemetry_counts_steps",
         """
         def optimizer_step(self, optimizer, **kwargs):
             return optimizer.step(closure=kwargs.get("closure"))
@@ -438,7 +440,7 @@ DEFECTS = [
     _defect(
         "closure-called-twice",
         "bf16-mixed",
-        "optimizer_step_runs_closure_once",
+        "optimizer_step_runs_closure_once telemetry_counts_steps",
         """
         def optimizer_step(self, optimizer, **kwargs):
             if kwargs.get("closure") is not None:
@@ -450,7 +452,7 @@ DEFECTS = [
         "drops-closure",
         "bf16-mixed",
         "lbfgs_closure optimizer_step_returns_step_result optimizer_step_runs_closure_once"
-        " optimizer_step_passes_arguments",
+        " optimizer_step_passes_arguments telemetry_counts_steps",
         """
         def optimizer_step(self, optimizer, **kwargs):
             return optimizer.step()
@@ -460,7 +462,7 @@ DEFECTS = [
     _defect(
         "steps-on-inf",
         "16-mixed",
-        "nonfinite_step_skipped fused_optimizers unscale_before_clipping",
+        "nonfinite_step_skipped fused_optimizers unscale_before_clipping telemetry_counts_steps collapse_detected",
         """
         def optimizer_step(self, optimizer, **kwargs):
             self.scaler.unscale_(optimizer)
@@ -487,7 +489,7 @@ DEFECTS = [
     _defect(
         "scale-never-updated",
         "16-mixed",
-        "scale_backoff scale_growth",
+        "scale_backoff scale_growth telemetry_counts_steps collapse_detected",
         """
         def optimizer_step(self, optimizer, **kwargs):
             result = self.scaler.step(optimizer, **kwargs)
@@ -637,7 +639,7 @@ DEFECTS = [
     _defect(
         "state-dict-live",
         "16-mixed",
-        "state_dict_is_a_snapshot",
+        "state_dict_is_a_snapshot state_dict_complete",
         """
         def optimizer_step(self, optimizer, **kwargs):
             result = super().optimizer_step(optimizer, **kwargs)
@@ -663,7 +665,8 @@ DEFECTS = [
     _defect(
         "load-ignores-input",
         "16-mixed",
-        "load_state_dict_restores state_dict_torch_save incompatible_state_dict",
+        "load_state_dict_restores state_dict_torch_save incompatible_state_dict telemetry_restored_by_load_state_dict"
+        " state_dict_without_mixprec_entry_loads",
         """
         def load_state_dict(self, state_dict):
             pass
@@ -671,9 +674,20 @@ DEFECTS = [
         note="loading nothing both loses the state and accepts any",
     ),
     _defect(
+        "refuses-old-checkpoints",
+        "16-mixed",
+        "state_dict_without_mixprec_entry_loads",
+        """
+        def load_state_dict(self, state_dict):
+            if isinstance(state_dict, dict) and state_dict and "mixprec" not in state_dict:  # "only our own format"
+                raise __import__("mixprec").StateDictError("this state has no manifest")
+            super().load_state_dict(state_dict)
+        """,
+    ),
+    _defect(
         "lenient-state-loading",
         "bf16-mixed",
-        "incompatible_state_dict",
+        "incompatible_state_dict telemetry_restored_by_load_state_dict",
         """
         def load_state_dict(self, state_dict):
             MixedPrecision.load_state_dict(self, state_dict)  # Lightning's: ignores anything without a scaler
@@ -744,7 +758,14 @@ def test_every_check_is_proven_by_a_broken_backend_that_fails_it() -> None:
 def test_lightnings_mixed_precision_fails_the_state_contract_saying_what_to_build(reports: Reports) -> None:
     policy = broken_policy(create="return MixedPrecision(request.precision, request.device.type)")
     report = reports.of("lightning-mixed", policy, ("bf16-mixed",))
-    (failure,) = report.failures
-    assert failure.check == "incompatible_state_dict"
-    assert "mixprec.precision.mixed_precision()" in failure.detail
-    assert "subclass mixprec.precision.AutocastPrecision" in failure.detail
+    failures = {failure.check: failure.detail for failure in report.failures}
+    # Lightning's class drops state it cannot take, saves no "mixprec" entry and records no telemetry.
+    assert set(failures) == {
+        "incompatible_state_dict",
+        "state_dict_complete",
+        "telemetry_counts_steps",
+        "telemetry_restored_by_load_state_dict",
+    }
+    for detail in failures.values():
+        assert "subclass mixprec.precision.AutocastPrecision" in detail
+    assert "mixprec.precision.mixed_precision()" in failures["incompatible_state_dict"]

@@ -5,11 +5,12 @@ rank by running the same command again. For "ddp_spawn" the test calls :func:`tr
 ``fabric.launch``, so the plugin made in the test's process reaches the ranks pickled.
 
 Each rank writes ``rank{N}.pt``: its weights and scaler state after some ordinary steps, and again
-after a step whose input holds an inf on rank 1 only.
+after a step whose input holds an inf on rank 1 only, and the precision's telemetry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def train(fabric: Fabric, outdir: str) -> None:
         "trained_state": trained_state,
         "after_overflow": weights(model),
         "after_overflow_state": fabric.strategy.precision.state_dict(),
+        "telemetry": dataclasses.asdict(fabric.strategy.precision.telemetry),
     }
     torch.save(result, Path(outdir) / f"rank{rank}.pt")
     # Leave together and tear gloo down before the interpreter exits: a rank that exits while the

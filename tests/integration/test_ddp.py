@@ -72,3 +72,11 @@ def test_a_step_that_overflows_on_one_rank_is_skipped_on_both(results: list[dict
         assert rank["after_overflow_state"]["scale"] == rank["trained_state"]["scale"] / 2
         assert rank["after_overflow_state"]["_growth_tracker"] == 0
     assert results[0]["after_overflow_state"] == results[1]["after_overflow_state"]
+
+
+def test_both_ranks_report_the_same_skipped_step_from_an_overflow_on_one_rank(results: list[dict[str, Any]]) -> None:
+    rank0, rank1 = results
+
+    assert rank0["telemetry"] == rank1["telemetry"]
+    assert rank0["telemetry"]["skipped_steps"] == 1
+    assert rank0["telemetry"]["last_overflow_step"] == ddp_worker.STEPS

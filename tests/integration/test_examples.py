@@ -7,6 +7,7 @@ import re
 import runpy
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,9 +27,9 @@ def run_example(name: str, args: list[str], monkeypatch: pytest.MonkeyPatch, cap
     return capsys.readouterr().out
 
 
-def precision_states(output: str) -> list[dict[str, float]]:
-    """Every precision state the example printed, in order."""
-    return [ast.literal_eval(state) for state in re.findall(r"precision state (\{.*?\})", output)]
+def precision_states(output: str) -> list[dict[str, Any]]:
+    """Every precision state the example printed, in order (each ends its line; the "mixprec" entry nests)."""
+    return [ast.literal_eval(state) for state in re.findall(r"precision state (\{.*\})$", output, re.M)]
 
 
 @pytest.mark.parametrize("precision", ["auto", "16-mixed"])

@@ -44,14 +44,14 @@ def test_fabric_save_and_load_restore_the_scaler_state_exactly(tmp_path: Path) -
     step(fabric, model, optimizer, overflow=True)  # skipped: the scale halves
     step(fabric, model, optimizer)  # taken: the growth tracker counts it
     saved = {"scale": 128.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 3, "_growth_tracker": 1}
-    assert plugin.state_dict() == saved
+    assert {key: value for key, value in plugin.state_dict().items() if key != "mixprec"} == saved
     fabric.save(tmp_path / "run.ckpt", {"model": model, "optimizer": optimizer, "precision": plugin})
 
     fabric2, model2, optimizer2, plugin2 = fabric_run("16-mixed")
     remainder = fabric2.load(tmp_path / "run.ckpt", {"model": model2, "optimizer": optimizer2, "precision": plugin2})
 
     assert remainder == {}
-    assert plugin2.state_dict() == saved
+    assert plugin2.state_dict() == plugin.state_dict()
     assert torch.equal(flat_weights(model2), flat_weights(model))
 
 

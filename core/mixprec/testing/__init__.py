@@ -121,19 +121,33 @@ The object
     - yields every parameter of every parameter group, once, in order (``main_params_cover_every_group``).
 
 ``state_dict()``, ``load_state_dict(state_dict)``
-    - ``state_dict()`` is a dict holding the GradScaler's whole state with torch's own types and
-      values (a float scale, an int growth tracker, ...), compared key by key by type and value,
-      never by the truth of a comparison with a 0-dim tensor (``state_dict_complete``); empty without
-      a scaler; complete before the first step too (``state_dict_before_first_step``); a value, not
-      a view: it does not change as training goes on (``state_dict_is_a_snapshot``);
+    - ``state_dict()`` is a dict holding the GradScaler's whole state at its top level with torch's own
+      types and values (a float scale, an int growth tracker, ...), compared key by key by type and value,
+      never by the truth of a comparison with a 0-dim tensor, and a ``"mixprec"`` entry whose manifest
+      names the precision and the backend (``state_dict_complete``); no GradScaler state without a
+      scaler, only the ``"mixprec"`` entry; complete before the first step too
+      (``state_dict_before_first_step``); a value, not a view: it does not change as training goes on
+      (``state_dict_is_a_snapshot``);
     - it survives ``torch.save`` and ``torch.load(weights_only=True)`` (``state_dict_torch_save``);
     - ``load_state_dict()`` of it restores the whole state in a new object (``load_state_dict_restores``);
     - a state that does not fit (GradScaler state for a precision without one, an empty or partial
       state for one with one, not a dict) is refused with ``mixprec.StateDictError`` and changes
-      nothing (``incompatible_state_dict``). Lightning's classes ignore such a state in silence:
+      nothing (``incompatible_state_dict``); a state without the ``"mixprec"`` entry, as older
+      checkpoints and Lightning's own plugins save it, loads (``state_dict_without_mixprec_entry_loads``).
+      Lightning's classes ignore a state that does not fit in silence:
       build the object through ``mixprec.precision.mixed_precision()`` (or ``standard_precision()``)
       or subclass ``mixprec.precision.AutocastPrecision``, or put the ``mixprec.precision.ScalerGuard``
       mixin first among a Lightning class's bases.
+
+``telemetry``
+    - counts the optimizer steps, the steps the GradScaler skipped for inf/NaN gradients, the run of
+      skips and the step of the last one, and reports the scale, None without a scaler
+      (``telemetry_counts_steps``); its counters come back from a state's ``"mixprec"`` entry
+      (``telemetry_restored_by_load_state_dict``);
+    - with ``collapse_after=N, on_collapse="raise"``, the N-th skipped step in a row raises
+      ``mixprec.CollapseError`` (``collapse_detected``).
+    Objects built through mixprec's builders, or with ``mixprec.precision.ScalerGuard`` among their
+    bases, get all of it; an ``optimizer_step`` or ``load_state_dict`` of their own must end in the mixin's.
 
 ``teardown()``
     - leaves torch's global state as it was before the object was made (``teardown_restores_state``).
@@ -154,7 +168,8 @@ A contract whose ``converts_modules`` is not empty is also held to the module-co
 from __future__ import annotations
 
 from mixprec._contract import STANDARD_CONTRACTS, Contract
-from mixprec.testing._checks import CHECKS, Check, CheckFailed, CheckSkipped, Subject
+from mixprec.testing._base import Check, CheckFailed, CheckSkipped, Subject
+from mixprec.testing._checks import CHECKS
 from mixprec.testing._contract import CAPABILITIES
 from mixprec.testing._pytest import ConformanceTests
 from mixprec.testing._suite import Case, Outcome, Report, Result, Suite, run

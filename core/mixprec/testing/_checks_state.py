@@ -1,7 +1,9 @@
 """The checks of the precision's state: state_dict() and load_state_dict().
 
-The state is the GradScaler's, whole, as plain values: a snapshot that round-trips through a new
-object and through torch.save; a state that does not fit is refused, never dropped. Values are
+The state is the GradScaler's, whole, as plain values at its top level, beside mixprec's ``"mixprec"``
+entry (the manifest and the telemetry counters): a snapshot that round-trips through a new object and
+through torch.save; a state that does not fit is refused, never dropped; a state saved without the
+``"mixprec"`` entry (older checkpoints, Lightning's own plugins) loads. Values are
 compared key by key, by type and value, so that a 0-dim tensor never passes for the float torch
 keeps (``tensor(1024.) == 1024.0`` is truthy).
 """
@@ -20,7 +22,8 @@ from torch import Tensor
 
 from mixprec._contract import Contract
 from mixprec._errors import StateDictError
-from mixprec.testing._checks import CheckFailed, Subject, _check, _loss, _poison, _require, _scaler
+from mixprec._telemetry import STATE_ENTRY, manifest, split_state
+from mixprec.testing._base import FABRIC, CheckFailed, Subject, _loss, _poison, _require, _scaler, check
 
 #: What to change when the state contract is broken; Lightning's own classes ignore state that does not fit.
 STATE_FIX = (
@@ -80,20 +83,23 @@ def _difference(actual: Any, expected: Mapping[str, Any], *, exact_keys: bool = 
     return ""
 
 
-@_check()
+@check(targets=FABRIC)
 def state_dict_complete(subject: Subject, contract: Contract) -> None:
-    """state_dict() holds the GradScaler's whole state with torch's types and values, and is empty without a scaler."""
+    """state_dict() holds the GradScaler's whole state at its top level with torch's types and values (no GradScaler
+    state without a scaler), and a "mixprec" entry whose manifest names the precision and the backend."""
     p = _used(subject, contract)
     state = p.state_dict()
     _require(isinstance(state, dict), f"state_dict() returned {_shown(state)}; it must return a dict: {STATE_FIX}")
+    _require_entry(state, subject)
+    scaler_part = {key: value for key, value in state.items() if key != STATE_ENTRY}
     if not contract.loss_scaling:
         _require(
-            not state,
-            f"state_dict() of a precision without a GradScaler returned the keys {sorted(state)}; it must be empty"
-            f" ({subject.precision!r} has no scaler state to save)",
+            not scaler_part,
+            f"state_dict() of a precision without a GradScaler returned the keys {sorted(scaler_part)} beside"
+            f" {STATE_ENTRY!r}; it must hold no GradScaler state ({subject.precision!r} has no scaler state to save)",
         )
         return
-    wrong = _difference(state, _scaler_state(p))
+    wrong = _difference(scaler_part, _scaler_state(p))
     _require(
         not wrong,
         f"state_dict() {wrong}; it must hold the GradScaler's whole state as plain values, as"
@@ -101,7 +107,28 @@ def state_dict_complete(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check(applies=_scaler)
+def _require_entry(state: Mapping[str, Any], subject: Subject) -> None:
+    """Fail unless ``state`` holds a well-formed "mixprec" entry whose manifest names the precision and backend."""
+    _require(
+        STATE_ENTRY in state,
+        f"state_dict() has no {STATE_ENTRY!r} entry, so a checkpoint cannot say which precision and backend saved it,"
+        f" nor keep the telemetry counters: {STATE_FIX}",
+    )
+    try:
+        split_state(state)
+    except StateDictError as exc:
+        raise CheckFailed(f"state_dict() returned a state its own load_state_dict() refuses: {exc}") from None
+    made_by = state[STATE_ENTRY]["manifest"]
+    found = (made_by.get("precision"), made_by.get("backend"))
+    _require(
+        found == (subject.precision, subject.backend.name),
+        f"the manifest in state_dict()[{STATE_ENTRY!r}] names precision and backend {found}, not"
+        f" {(subject.precision, subject.backend.name)}: build the object through mixprec.get_precision, whose"
+        " resolver writes the manifest",
+    )
+
+
+@check(applies=_scaler)
 def state_dict_before_first_step(subject: Subject, contract: Contract) -> None:
     """state_dict() of an object that has not stepped yet already holds the GradScaler's whole state."""
     p = subject.make()
@@ -113,7 +140,7 @@ def state_dict_before_first_step(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def state_dict_is_a_snapshot(subject: Subject, contract: Contract) -> None:
     """The dict state_dict() returned does not change as training goes on: it holds values, not live state."""
     p = _used(subject, contract)
@@ -129,7 +156,7 @@ def state_dict_is_a_snapshot(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check()
+@check(targets=FABRIC)
 def load_state_dict_restores(subject: Subject, contract: Contract) -> None:
     """load_state_dict() of a state_dict() restores the whole scaler state in a fresh object."""
     p = _used(subject, contract)
@@ -143,7 +170,7 @@ def load_state_dict_restores(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check()
+@check(targets=FABRIC)
 def state_dict_torch_save(subject: Subject, contract: Contract) -> None:
     """A state_dict() through torch.save and torch.load(weights_only=True) restores the whole state in a new object."""
     p = _used(subject, contract)
@@ -167,14 +194,16 @@ def state_dict_torch_save(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check()
+@check()
 def incompatible_state_dict(subject: Subject, contract: Contract) -> None:
     """load_state_dict() of a state that does not fit raises mixprec.StateDictError and changes nothing."""
+    entry = {STATE_ENTRY: _entry(subject)}
     if contract.loss_scaling:
-        bad_states: list[Any] = [{}, {"scale": 2.0}, ["not", "a", "dict"]]
-        why = "an empty, partial or non-dict state holds no whole GradScaler state for it"
+        bad_states: list[Any] = [{}, {"scale": 2.0}, ["not", "a", "dict"], entry]
+        why = "an empty, partial or non-dict state, or one with no GradScaler state, holds no whole GradScaler state"
     else:
-        bad_states = [dict(torch.amp.GradScaler("cpu", init_scale=8.0).state_dict())]
+        scaler_state = dict(torch.amp.GradScaler("cpu", init_scale=8.0).state_dict())
+        bad_states = [scaler_state, {**scaler_state, **entry}]
         why = f"{subject.precision!r} has no GradScaler to take it, and dropping it would lose the scale in silence"
     for bad in bad_states:
         p = subject.make()
@@ -195,3 +224,28 @@ def incompatible_state_dict(subject: Subject, contract: Contract) -> None:
             )
         wrong = _difference(_scaler_state(p), before, exact_keys=True)
         _require(not wrong, f"after the refused load_state_dict({bad!r}) the GradScaler state {wrong}; refuse first")
+
+
+@check(targets=FABRIC)
+def state_dict_without_mixprec_entry_loads(subject: Subject, contract: Contract) -> None:
+    """load_state_dict() takes a state saved before the "mixprec" entry existed (the GradScaler's keys alone, or an
+    empty state without a scaler) and restores the scaler state from it."""
+    p = _used(subject, contract)
+    old = _scaler_state(p)
+    fresh = subject.make()
+    try:
+        fresh.load_state_dict(old)
+    except Exception as exc:
+        raise CheckFailed(
+            f"load_state_dict({old!r}), a state without the {STATE_ENTRY!r} entry as older checkpoints and Lightning's"
+            f" own plugins save it, raised {type(exc).__name__}: {exc}. Load it, leaving the telemetry counters at 0:"
+            f" {STATE_FIX}"
+        ) from None
+    wrong = _difference(_scaler_state(fresh), old, exact_keys=True)
+    _require(not wrong, f"after load_state_dict() of a state without {STATE_ENTRY!r} the GradScaler state {wrong}")
+
+
+def _entry(subject: Subject) -> dict[str, Any]:
+    """A well-formed "mixprec" entry for the subject, as its state_dict() writes one."""
+    counters = {"steps": 0, "skipped_steps": 0, "consecutive_skips": 0, "last_overflow_step": None}
+    return {"manifest": manifest(subject.precision, subject.backend.name, None, None), "telemetry": counters}

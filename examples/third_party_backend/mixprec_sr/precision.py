@@ -67,7 +67,8 @@ class StochasticRoundingPrecision(ScalerGuard, HalfPrecision):
                 loss = closure()
         narrow = _widen(optimizer)
         try:
-            optimizer.step(**kwargs)
+            # Through ScalerGuard's optimizer_step, which records the step in ``telemetry`` and calls optimizer.step.
+            super().optimizer_step(optimizer, **kwargs)
         except BaseException:
             for param, (data, grad) in narrow.items():
                 param.data, param.grad = data, grad
