@@ -6,6 +6,7 @@ __all__ = [
     "BackendNotFoundError",
     "BackendUnavailableError",
     "DeviceError",
+    "OptimizerDeviceError",
     "OptionError",
     "PluginError",
     "PrecisionError",
@@ -51,6 +52,11 @@ class UnscalingError(PrecisionError, NotImplementedError):
     ``NotImplementedError`` (and so a ``RuntimeError``), the types Lightning's Fabric and Trainer
     raise there, so that code written to catch Lightning's error still catches mixprec's.
     """
+
+
+class OptimizerDeviceError(PrecisionError):
+    """An optimizer's parameters are not on the precision's device and get no gradients: it was built before the
+    model was moved, and would update nothing."""
 
 
 class PluginError(PrecisionError):

@@ -34,6 +34,7 @@ from torch.optim import Optimizer
 from typing_extensions import override
 
 from mixprec._errors import UnscalingError
+from mixprec._optimizer_device import OptimizerDeviceCheck
 from mixprec._scaler import load_state
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-class ScalerGuard:
+class ScalerGuard(OptimizerDeviceCheck):
     """A mixin for Lightning precision classes: no GradScaler state lost, no clipping of scaled gradients.
 
     Put it first among the bases of a subclass of a Lightning ``Precision``, Fabric's or the

@@ -21,7 +21,7 @@ from mixprec._backend import Availability, Device, Request
 from mixprec._errors import PluginError, PrecisionWarning, shown
 from mixprec._registry import Registered, Snapshot, registry
 
-__all__ = ["Caches", "ask", "backend_device_count", "current", "policy", "policy_failed"]
+__all__ = ["Caches", "ask", "backend_device_count", "current", "discovered_device_types", "policy", "policy_failed"]
 
 _POLICY_STATUSES = ("available", "slow", "unavailable")
 _POLICY_FUNCTIONS = ("availability", "create", "device_count")
@@ -30,7 +30,18 @@ _POLICY_FUNCTIONS = ("availability", "create", "device_count")
 class Caches:
     """What resolution learnt for one registry generation: policies, their answers, presence, finished plans."""
 
-    __slots__ = ("best_device", "counts", "generation", "plans", "policies", "probes", "reported", "strict", "torch")
+    __slots__ = (
+        "best_device",
+        "counts",
+        "discovered",
+        "generation",
+        "plans",
+        "policies",
+        "probes",
+        "reported",
+        "strict",
+        "torch",
+    )
 
     def __init__(self, generation: int = -1, strict: bool = False) -> None:
         self.generation = generation
@@ -44,6 +55,8 @@ class Caches:
         self.torch: dict[str, int | str] = {}
         self.plans: dict[tuple[Any, ...], tuple[Registered, Request]] = {}
         self.best_device: Device | None = None
+        #: backend for every device type -> the device types its policy's device_types() found here.
+        self.discovered: dict[str, tuple[str, ...]] = {}
         #: backends whose failed policy has been warned about.
         self.reported: set[str] = set()
 
@@ -135,3 +148,31 @@ def _count(reg: Registered, module: ModuleType, caches: Caches) -> int | str:
             return int.__int__(count)
         problem = f"device_count() returned {shown(count)}, not a non-negative int"
     return policy_failed(reg, caches, problem).reason
+
+
+def discovered_device_types(reg: Registered, caches: Caches) -> tuple[str, ...]:
+    """The device types a backend for every device type found at run time (cached); () if it finds none.
+
+    A policy of such a backend may define ``device_types()``: the device types it serves here, found
+    without starting any device runtime (mixprec-accelerator's accelerators). They take part in
+    choosing the best device and in ``available()``. A policy without it serves every device type
+    alike and finds none; one whose ``device_types()`` fails is reported like any failing policy.
+    """
+    name = reg.backend.name
+    found = caches.discovered.get(name)
+    if found is None:
+        found = ()
+        module = policy(reg, caches)
+        listed = getattr(module, "device_types", None)
+        if callable(listed):
+            try:
+                types = listed()
+            except Exception as exc:
+                policy_failed(reg, caches, f"device_types() raised {type(exc).__name__}: {exc}")
+            else:
+                if isinstance(types, (tuple, list)) and all(isinstance(t, str) for t in types):
+                    found = tuple(dict.fromkeys(str.__str__(t) for t in types))
+                else:
+                    policy_failed(reg, caches, f"device_types() returned {shown(types)}, not a tuple of str")
+        caches.discovered[name] = found
+    return found

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from mixprec._backend import ANY_DEVICE, Availability, Device
 from mixprec._errors import PluginError, shown
-from mixprec._policies import Caches, ask, backend_device_count, policy, policy_failed
+from mixprec._policies import Caches, ask, backend_device_count, discovered_device_types, policy, policy_failed
 from mixprec._registry import Registered, Snapshot
 
 __all__ = ["absence", "best_device", "probe", "torch_device_count"]
@@ -113,16 +113,23 @@ def probe(reg: Registered, precision: str, device: Device, snap: Snapshot, cache
 
 
 def best_device(snap: Snapshot, caches: Caches) -> Device:
-    """The device "auto" means: accelerators present before the CPU, by their best backend's priority, then name."""
+    """The device "auto" means: accelerators present before the CPU, by their best backend's priority, then name.
+
+    A backend for every device type takes part with the device types its policy discovered here
+    (``device_types()``), each counted as the resolver counts such a device.
+    """
     if caches.best_device is None:
         best: dict[str, int] = {}
         for reg in snap.backends.values():
             kind = reg.backend.device_type
-            if kind in (ANY_DEVICE, "cpu"):
-                continue
-            count = backend_device_count(reg, caches)
-            if isinstance(count, int) and count > 0:
-                best[kind] = max(best.get(kind, reg.backend.priority), reg.backend.priority)
+            if kind == ANY_DEVICE:
+                present = [t for t in discovered_device_types(reg, caches) if not absence(reg, Device(t), snap, caches)]
+            else:
+                count = backend_device_count(reg, caches)
+                present = [kind] if isinstance(count, int) and count > 0 else []
+            for found in present:
+                if found != "cpu":
+                    best[found] = max(best.get(found, reg.backend.priority), reg.backend.priority)
         ranked = sorted(best, key=lambda kind: (-best[kind], kind))
         caches.best_device = Device(ranked[0] if ranked else "cpu")
     return caches.best_device

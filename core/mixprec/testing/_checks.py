@@ -68,7 +68,14 @@ def fabric_for(subject: Subject, p: Precision) -> Any:
     device = subject.device
     if device.type not in ACCELERATOR_REGISTRY:
         raise CheckSkipped(f"Lightning Fabric has no accelerator named {device.type!r}")
-    return Fabric(accelerator=device.type, devices=1 if device.index is None else [device.index], plugins=[p])
+    devices = 1 if device.index is None else [device.index]
+    if device.type in ("cpu", "cuda", "mps"):
+        return Fabric(accelerator=device.type, devices=devices, plugins=[p])
+    # Lightning puts an accelerator it does not know itself on a CPU strategy unless given one on the device.
+    from lightning.fabric.strategies.single_device import SingleDeviceStrategy
+
+    strategy = SingleDeviceStrategy(device=torch.device(device.type, device.index or 0))
+    return Fabric(accelerator=device.type, devices=devices, strategy=strategy, plugins=[p])
 
 
 def _require(ok: bool, message: str) -> None:
