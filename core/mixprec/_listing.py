@@ -12,7 +12,7 @@ from typing import Any
 
 from mixprec._backend import ANY_DEVICE, ContractSource, Device
 from mixprec._inputs import requested_device
-from mixprec._policies import Caches, current, discovered_device_types
+from mixprec._policies import Caches, current, discovered_device_types, serves
 from mixprec._presence import probe
 from mixprec._registry import Registered
 
@@ -54,8 +54,7 @@ def available(device: Any = None) -> list[Record]:
     for reg in sorted(
         snap.backends.values(), key=lambda r: (r.backend.device_type, -r.backend.priority, r.backend.name)
     ):
-        kind = reg.backend.device_type
-        if dev is not None and kind not in (dev.type, ANY_DEVICE):
+        if dev is not None and not serves(reg, dev.type, caches):
             continue
         for probe_device, shown_type in _asked(reg, dev, caches):
             for precision in reg.backend.precisions:
@@ -92,4 +91,5 @@ def _asked(reg: Registered, dev: Device | None, caches: Caches) -> list[tuple[De
         return [(dev, kind)]
     if kind != ANY_DEVICE:
         return [(Device(kind), kind)]
-    return [(Device(t), t) for t in discovered_device_types(reg, caches)] or [(Device("cpu"), kind)]
+    found = discovered_device_types(reg, caches) or ()
+    return [(Device(t), t) for t in found] or [(Device("cpu"), kind)]

@@ -123,13 +123,14 @@ def best_device(snap: Snapshot, caches: Caches) -> Device:
         for reg in snap.backends.values():
             kind = reg.backend.device_type
             if kind == ANY_DEVICE:
-                present = [t for t in discovered_device_types(reg, caches) if not absence(reg, Device(t), snap, caches)]
+                kinds = discovered_device_types(reg, caches) or ()
+                present = [t for t in kinds if not absence(reg, Device(t), snap, caches)]
             else:
                 count = backend_device_count(reg, caches)
                 present = [kind] if isinstance(count, int) and count > 0 else []
-            for found in present:
-                if found != "cpu":
-                    best[found] = max(best.get(found, reg.backend.priority), reg.backend.priority)
+            for served in present:
+                if served != "cpu":
+                    best[served] = max(best.get(served, reg.backend.priority), reg.backend.priority)
         ranked = sorted(best, key=lambda kind: (-best[kind], kind))
         caches.best_device = Device(ranked[0] if ranked else "cpu")
     return caches.best_device

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from mixprec._backend import ANY_DEVICE, Availability, Device
 from mixprec._errors import BackendNotFoundError, BackendUnavailableError, PrecisionError
 from mixprec._inputs import KNOWN_DISTRIBUTIONS, PRECISION_DISTRIBUTIONS
-from mixprec._policies import Caches
+from mixprec._policies import Caches, serves
 from mixprec._presence import probe
 from mixprec._registry import Registered, Snapshot
 
@@ -52,13 +52,18 @@ class Choice(NamedTuple):
         return next((a.status for r, a in self.candidates if r is self.chosen), None)
 
 
-def candidates(snap: Snapshot, precision: str, device: Device) -> list[Registered]:
-    return [r for r in snap.for_device_type(device.type) if precision in r.backend.precisions]
+def candidates(snap: Snapshot, caches: Caches, precision: str, device: Device) -> list[Registered]:
+    """The backends offering ``precision`` on the device type; one for every type only if it serves this one."""
+    return [
+        r
+        for r in snap.for_device_type(device.type)
+        if precision in r.backend.precisions and serves(r, device.type, caches)
+    ]
 
 
-def offers(snap: Snapshot, name: str, precision: str, device: Device) -> bool:
+def offers(snap: Snapshot, caches: Caches, name: str, precision: str, device: Device) -> bool:
     """Whether backend ``name`` is among the candidates for ``precision`` on ``device``."""
-    return any(r.backend.name == name for r in candidates(snap, precision, device))
+    return any(r.backend.name == name for r in candidates(snap, caches, precision, device))
 
 
 def _order(reg: Registered, availability: Availability) -> tuple[int, int, str]:
@@ -67,7 +72,7 @@ def _order(reg: Registered, availability: Availability) -> tuple[int, int, str]:
 
 def select(snap: Snapshot, caches: Caches, precision: str, device: Device, backend: str | None) -> Choice:
     """Select a backend for ``precision`` on ``device`` by the rules above; ``backend`` is ``backend=``."""
-    found = candidates(snap, precision, device)
+    found = candidates(snap, caches, precision, device)
     probed = [(r, probe(r, precision, device, snap, caches)) for r in found]
     if not found:
         return Choice(probed, None, RANKING, _not_found(snap, precision, device))

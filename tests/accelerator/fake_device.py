@@ -12,13 +12,12 @@ Where no C++ compiler or ninja is found, importing it raises :class:`DeviceUnbui
 
 from __future__ import annotations
 
-import shutil
 import types
 from pathlib import Path
 
 import torch
 
-__all__ = ["AMP_DTYPES", "COUNT", "NAME", "DeviceUnbuildable", "unbuildable"]
+__all__ = ["AMP_DTYPES", "COUNT", "NAME", "DeviceUnbuildable"]
 
 #: The device type the fake device is renamed to.
 NAME = "fakedev"
@@ -32,17 +31,6 @@ _SOURCE = Path(__file__).with_name("fake_device.cpp")
 
 class DeviceUnbuildable(RuntimeError):
     """The fake device cannot be built here; the message says what is missing."""
-
-
-def unbuildable() -> str | None:
-    """Why the fake device cannot be built here (no C++ compiler, no ninja), or None when it can."""
-    from torch.utils.cpp_extension import is_ninja_available
-
-    if not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
-        return "no C++ compiler (c++, g++ or clang++) on PATH to build the fake device"
-    if not is_ninja_available():
-        return "ninja is not installed (pip install ninja) to build the fake device"
-    return None
 
 
 def _device_module(extension: types.ModuleType) -> types.ModuleType:
@@ -65,6 +53,8 @@ def _device_module(extension: types.ModuleType) -> types.ModuleType:
 def _install() -> None:
     if torch._C._get_privateuse1_backend_name() == NAME:
         return
+    from tests.accelerator.toolchain import unbuildable
+
     reason = unbuildable()
     if reason is not None:
         raise DeviceUnbuildable(reason)
