@@ -24,7 +24,9 @@ def test_the_grad_scaler_kernels_are_found_on_the_fake_device(fake_device: Modul
 
 
 @pytest.mark.parametrize(("precision", "dtype"), [("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16)])
-def test_mixed_precision_autocasts_on_the_fake_device(fake_device: ModuleType, precision: str, dtype: torch.dtype) -> None:
+def test_mixed_precision_autocasts_on_the_fake_device(
+    fake_device: ModuleType, precision: str, dtype: torch.dtype
+) -> None:
     p = mixprec.get_precision(precision, fake_device.NAME)
     layer = torch.nn.Linear(4, 2).to(fake_device.NAME)
     with p.forward_context():

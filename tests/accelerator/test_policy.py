@@ -15,7 +15,9 @@ ALL_DTYPES = ("bfloat16", "float16")
 def found(
     dtypes: tuple[str, ...] = ALL_DTYPES, missing: tuple[str, ...] = (), autocast: bool = True, reached: bool = True
 ) -> AcceleratorProbe:
-    return AcceleratorProbe("npu", reached, autocast, dtypes, "torch.npu.get_amp_supported_dtype()", "PrivateUse1", missing)
+    return AcceleratorProbe(
+        "npu", reached, autocast, dtypes, "torch.npu.get_amp_supported_dtype()", "PrivateUse1", missing
+    )
 
 
 def test_a_listed_dtype_is_available_with_native_speed_unknown() -> None:
