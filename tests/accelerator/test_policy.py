@@ -83,3 +83,18 @@ def test_xpu_on_a_torch_without_xpu_kernels_has_no_grad_scaler() -> None:
     assert xpu.dispatch_key == "XPU"
     assert xpu.missing_kernels == SCALER_KERNELS
     assert torch.xpu.is_initialized() is False
+
+
+def test_without_an_accelerator_list_shows_the_backend_once_saying_none_is_here() -> None:
+    import mixprec
+
+    rows = [r for r in mixprec.available() if r.backend == "accelerator"]
+    assert {(r.device_type, r.status) for r in rows} == {("*", "unavailable")}
+    assert all("torch reaches no other accelerator here" in r.reason for r in rows)
+
+
+def test_without_an_accelerator_the_backend_is_no_candidate_on_the_cpu() -> None:
+    import mixprec
+
+    candidates = {c.backend for c in mixprec.explain("bf16-mixed", "cpu").candidates}
+    assert "accelerator" not in candidates

@@ -159,7 +159,8 @@ def decide(precision: str, device: Device, found: AcceleratorProbe) -> Availabil
         return Availability.unavailable(f"torch has no autocast for {device.type!r}: use '32-true'")
     if dtype not in found.dtypes:
         listed = ", ".join(found.dtypes) or "nothing"
-        other = next((p for p, d in OFFERED.items() if d in found.dtypes and p.endswith(precision[-6:])), "32-true")
+        kind = precision.rsplit("-", 1)[1]
+        other = next((p for p, d in OFFERED.items() if d in found.dtypes and p.endswith(f"-{kind}")), "32-true")
         return Availability.unavailable(
             f"{dtype} is not among the dtypes {found.dtypes_from} lists ({listed}): use {other!r}"
         )
@@ -177,8 +178,11 @@ def decide(precision: str, device: Device, found: AcceleratorProbe) -> Availabil
 
 def availability(precision: str, device: Device) -> Availability:
     if device.type in OWN_BACKENDS or device.type == "meta":
-        # Decided without torch: the device type alone settles it.
-        return decide(precision, device, AcceleratorProbe(device.type, False, False, (), "", "", ()))
+        # The device type alone settles it; say what this backend does serve here.
+        answer = decide(precision, device, AcceleratorProbe(device.type, False, False, (), "", "", ()))
+        found = device_types()
+        serves = f"it serves {', '.join(found)} here" if found else "torch reaches no other accelerator here"
+        return Availability(answer.status, f"{answer.reason}; {serves}")
     return decide(precision, device, probe(device.type))
 
 
