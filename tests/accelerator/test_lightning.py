@@ -111,8 +111,9 @@ def test_trainer_trains_on_the_fake_device(fake_device: ModuleType, precision: s
     assert model.losses[-1] < model.losses[0]
 
 
-def test_trainer_stale_optimizer_fails_its_first_step(fake_device: ModuleType) -> None:
-    trainer = trainer_for("bf16-mixed", fake_device.NAME)
+@pytest.mark.parametrize("precision", MIXED)
+def test_trainer_stale_optimizer_fails_its_first_step(fake_device: ModuleType, precision: str) -> None:
+    trainer = trainer_for(precision, fake_device.NAME)
 
     with pytest.raises(mixprec.OptimizerDeviceError, match=r"configure_optimizers"):
         trainer.fit(Regression(early_optimizer=True), loader())
