@@ -9,13 +9,13 @@ not say why).
 
 Every mixprec precision object checks each optimizer once, at its first step, after the
 gradients are computed: parameters off the precision's device of which none has a gradient are
-that optimizer. A later step of the same optimizer costs one look-up in a weak set. Parameters
+that optimizer. A later step of the same optimizer costs one attribute read. Parameters
 kept off the device on purpose (CPU offloading) carry gradients, and pass.
 """
 
 from __future__ import annotations
 
-import weakref
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -54,35 +54,36 @@ class OptimizerDeviceCheck:
     """
 
     def optimizer_step(self, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
-        checked: weakref.WeakSet[Any] | None = self.__dict__.get("_checked_optimizers")
-        if checked is None:
-            checked = self.__dict__["_checked_optimizers"] = weakref.WeakSet()
-        if optimizer not in checked:
-            device_type = getattr(self, "device", None) or getattr(self, "mixprec_device", None)
-            if isinstance(device_type, str):
-                if "closure" in kwargs:
-                    kwargs["closure"] = _checked_after(kwargs["closure"], optimizer, device_type, checked)
-                else:
-                    _check(optimizer, device_type, checked)
+        device_type = getattr(self, "device", None) or getattr(self, "mixprec_device", None)
+        if isinstance(device_type, str) and getattr(optimizer, _CHECKED, None) != device_type:
+            if "closure" in kwargs:
+                kwargs["closure"] = _checked_after(kwargs["closure"], optimizer, device_type)
+            else:
+                _check(optimizer, device_type)
         return super().optimizer_step(optimizer, *args, **kwargs)  # type: ignore[misc]
 
 
-def _check(optimizer: Any, device_type: str, checked: weakref.WeakSet[Any]) -> None:
+#: The attribute marking an optimizer as checked, with the device type it was checked for. It is on the
+#: optimizer, not the precision object, so that it costs one attribute read and pickles with neither
+#: (torch's optimizers pickle only their state and groups, and are checked again after loading).
+_CHECKED = "_mixprec_checked_on"
+
+
+def _check(optimizer: Any, device_type: str) -> None:
     error = stale_optimizer(optimizer, device_type)
     if error is not None:
         raise error
-    checked.add(optimizer)
+    with contextlib.suppress(AttributeError, TypeError):  # an optimizer-like object without a __dict__
+        setattr(optimizer, _CHECKED, device_type)
 
 
-def _checked_after(
-    closure: Callable[[], Any], optimizer: Any, device_type: str, checked: weakref.WeakSet[Any]
-) -> Callable[[], Any]:
+def _checked_after(closure: Callable[[], Any], optimizer: Any, device_type: str) -> Callable[[], Any]:
     """``closure``, checking ``optimizer`` once the closure has computed the gradients."""
 
     def run() -> Any:
         result = closure()
-        if optimizer not in checked:
-            _check(optimizer, device_type, checked)
+        if getattr(optimizer, _CHECKED, None) != device_type:
+            _check(optimizer, device_type)
         return result
 
     return run

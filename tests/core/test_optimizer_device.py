@@ -60,3 +60,11 @@ def test_an_optimizer_is_checked_at_its_first_step_only() -> None:
     # Its parameters moved away after the first step: not looked at again.
     optimizer.param_groups[0]["params"] = [nn.Parameter(torch.ones(3, device="meta"))]
     p.optimizer_step(optimizer)
+
+
+def test_the_precision_object_pickles_after_an_optimizer_step() -> None:
+    import pickle
+
+    p = mixprec.get_precision("32-true", "cpu", backend="core")
+    p.optimizer_step(optimizer_on("cpu", with_grad=True))
+    assert type(pickle.loads(pickle.dumps(p))) is type(p)
