@@ -49,6 +49,7 @@ __all__ = [
     "HalfTruePrecision",
     "ScalerGuard",
     "mixed_precision",
+    "one_device_strategy",
     "true_precision",
 ]
 
@@ -237,6 +238,17 @@ class DoubleTruePrecision(ScalerGuard, DoublePrecision):
 
 class HalfTruePrecision(ScalerGuard, HalfPrecision):
     """Lightning's ``HalfPrecision`` ("16-true", "bf16-true"), refusing scaler state instead of ignoring it."""
+
+
+def one_device_strategy(device_type: str, index: int | None) -> Any:
+    """The strategy a one-device Fabric on ``device_type`` needs passed: None for "cpu", "cuda" and "mps", which
+    Lightning places itself; else a ``SingleDeviceStrategy`` on the device (index 0 for None), because Lightning
+    puts an accelerator it does not know on a CPU strategy."""
+    if device_type in ("cpu", "cuda", "mps"):
+        return None
+    from lightning.fabric.strategies.single_device import SingleDeviceStrategy
+
+    return SingleDeviceStrategy(device=torch.device(device_type, index or 0))
 
 
 def mixed_precision(

@@ -68,13 +68,10 @@ def fabric_for(subject: Subject, p: Precision) -> Any:
     device = subject.device
     if device.type not in ACCELERATOR_REGISTRY:
         raise CheckSkipped(f"Lightning Fabric has no accelerator named {device.type!r}")
-    devices = 1 if device.index is None else [device.index]
-    if device.type in ("cpu", "cuda", "mps"):
-        return Fabric(accelerator=device.type, devices=devices, plugins=[p])
-    # Lightning puts an accelerator it does not know itself on a CPU strategy unless given one on the device.
-    from lightning.fabric.strategies.single_device import SingleDeviceStrategy
+    from mixprec._fabric import one_device_strategy
 
-    strategy = SingleDeviceStrategy(device=torch.device(device.type, device.index or 0))
+    devices = 1 if device.index is None else [device.index]
+    strategy = one_device_strategy(device.type, device.index) or "auto"
     return Fabric(accelerator=device.type, devices=devices, strategy=strategy, plugins=[p])
 
 
