@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 from mixprec._backend import ANY_DEVICE, Device
 from mixprec._errors import BackendNotFoundError, PrecisionError
-from mixprec._policies import Caches, backend_device_count
+from mixprec._policies import Caches, backend_device_count, discovered_device_types
+from mixprec._presence import absence
 from mixprec._registry import Snapshot
 from mixprec._selection import Choice, offers, select, unknown_backend
 
@@ -54,7 +55,7 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None, ta
 
     Only backends that build objects for ``target`` are candidates (see :func:`~mixprec._selection.select`).
     """
-    if backend is not None and not any(offers(snap, backend, p, device, target) for p in AUTO_ORDER):
+    if backend is not None and not any(offers(snap, caches, backend, p, device, target) for p in AUTO_ORDER):
         if backend not in snap.backends:
             error: PrecisionError = unknown_backend(snap, backend, "backend=")
         else:
@@ -72,7 +73,7 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None, ta
                 caches,
                 p,
                 device,
-                backend if backend and offers(snap, backend, p, device, target) else None,
+                backend if backend and offers(snap, caches, backend, p, device, target) else None,
                 target,
             ),
         )
@@ -93,16 +94,24 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None, ta
 
 
 def best_device(snap: Snapshot, caches: Caches) -> Device:
-    """The device "auto" means: accelerators present before the CPU, by their best backend's priority, then name."""
+    """The device "auto" means: accelerators present before the CPU, by their best backend's priority, then name.
+
+    A backend for every device type takes part with the device types its policy discovered here
+    (``device_types()``), each counted as the resolver counts such a device.
+    """
     if caches.best_device is None:
         best: dict[str, int] = {}
         for reg in snap.backends.values():
             kind = reg.backend.device_type
-            if kind in (ANY_DEVICE, "cpu"):
-                continue
-            count = backend_device_count(reg, caches)
-            if isinstance(count, int) and count > 0:
-                best[kind] = max(best.get(kind, reg.backend.priority), reg.backend.priority)
+            if kind == ANY_DEVICE:
+                kinds = discovered_device_types(reg, caches) or ()
+                present = [t for t in kinds if not absence(reg, Device(t), snap, caches)]
+            else:
+                count = backend_device_count(reg, caches)
+                present = [kind] if isinstance(count, int) and count > 0 else []
+            for served in present:
+                if served != "cpu":
+                    best[served] = max(best.get(served, reg.backend.priority), reg.backend.priority)
         ranked = sorted(best, key=lambda kind: (-best[kind], kind))
         caches.best_device = Device(ranked[0] if ranked else "cpu")
     return caches.best_device

@@ -22,7 +22,7 @@ __all__ = ["Caches"]
 class Caches:
     """What resolution learnt for one snapshot: policies, their answers, presence, finished plans."""
 
-    __slots__ = ("best_device", "counts", "plans", "policies", "probes", "reported", "strict", "torch")
+    __slots__ = ("best_device", "counts", "discovered", "plans", "policies", "probes", "reported", "strict", "torch")
 
     def __init__(self, strict: bool = False) -> None:
         #: MIXPREC_STRICT as it was at discovery: a backend whose policy fails is then an error.
@@ -36,5 +36,7 @@ class Caches:
         self.torch: dict[str, int | str] = {}
         self.plans: dict[tuple[Any, ...], tuple[Registered, Request]] = {}
         self.best_device: Device | None = None
+        #: backend for every device type -> the device types its policy's device_types() found here, or None.
+        self.discovered: dict[str, tuple[str, ...] | None] = {}
         #: backends whose failed policy has been warned about.
         self.reported: set[str] = set()

@@ -9,6 +9,7 @@ __all__ = [
     "CollapseError",
     "DeviceError",
     "LocateOverflowError",
+    "OptimizerDeviceError",
     "OptionError",
     "PluginError",
     "PrecisionError",
@@ -71,6 +72,11 @@ class CollapseError(PrecisionError):
 
 class LocateOverflowError(PrecisionError):
     """The overflow locator cannot watch this model here (a compiled model or region); the message says why."""
+
+
+class OptimizerDeviceError(PrecisionError):
+    """An optimizer's parameters are not on the precision's device and get no gradients: it was built before the
+    model was moved, and would update nothing."""
 
 
 class PluginError(PrecisionError):

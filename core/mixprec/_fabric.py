@@ -39,6 +39,7 @@ from torch.amp.grad_scaler import OptState
 from typing_extensions import override
 
 from mixprec._errors import ClosureError, UnscalingError
+from mixprec._optimizer_device import OptimizerDeviceCheck
 from mixprec._recording import TelemetryRecorder
 from mixprec._scaler import load_state
 from mixprec._telemetry import split_state
@@ -56,14 +57,16 @@ __all__ = [
     "HalfTruePrecision",
     "ScalerGuard",
     "mixed_precision",
+    "one_device_strategy",
     "true_precision",
 ]
 
 
-class ScalerGuard(TelemetryRecorder):
+class ScalerGuard(OptimizerDeviceCheck, TelemetryRecorder):
     """A mixin for Lightning precision classes: no GradScaler state lost, no clipping of scaled gradients, fused
-    optimizers clipped too, and every optimizer step recorded (``telemetry``, from
-    :class:`~mixprec._recording.TelemetryRecorder`).
+    optimizers clipped too, every optimizer step recorded (``telemetry``, from
+    :class:`~mixprec._recording.TelemetryRecorder`), and an optimizer whose parameters are not on the object's
+    device refused at its first step (:class:`~mixprec.OptimizerDeviceError`).
 
     Put it first among the bases of a subclass of a Lightning ``Precision``, Fabric's or the
     Trainer's. It reads the object's ``precision`` and ``scaler`` (None, the default, where the class
@@ -304,6 +307,17 @@ class DoubleTruePrecision(ScalerGuard, DoublePrecision):
 
 class HalfTruePrecision(ScalerGuard, HalfPrecision):
     """Lightning's ``HalfPrecision`` ("16-true", "bf16-true"), refusing scaler state instead of ignoring it."""
+
+
+def one_device_strategy(device_type: str, index: int | None) -> Any:
+    """The strategy a one-device Fabric on ``device_type`` needs passed: None for "cpu", "cuda" and "mps", which
+    Lightning places itself; else a ``SingleDeviceStrategy`` on the device (index 0 for None), because Lightning
+    puts an accelerator it does not know on a CPU strategy."""
+    if device_type in ("cpu", "cuda", "mps"):
+        return None
+    from lightning.fabric.strategies.single_device import SingleDeviceStrategy
+
+    return SingleDeviceStrategy(device=torch.device(device_type, index or 0))
 
 
 def mixed_precision(

@@ -120,7 +120,17 @@ def canonical_precision(value: str | int, snap: Snapshot) -> str:
 
 def known_device_types(snap: Snapshot) -> set[str]:
     types = {r.backend.device_type for r in snap.backends.values()} - {ANY_DEVICE}
-    return types | TORCH_DEVICE_TYPES | set(KNOWN_DISTRIBUTIONS)
+    return types | TORCH_DEVICE_TYPES | set(KNOWN_DISTRIBUTIONS) | _renamed_private_use1()
+
+
+def _renamed_private_use1() -> set[str]:
+    """The name an out-of-tree device gave PrivateUse1 in this process (Ascend's "npu"), if any.
+
+    Renaming needs torch, so where torch is not imported nothing is renamed and nothing is imported.
+    """
+    torch: Any = sys.modules.get("torch")
+    name = getattr(getattr(torch, "_C", None), "_get_privateuse1_backend_name", None)
+    return {str(name())} if callable(name) else set()
 
 
 def requested_device(value: object, snap: Snapshot) -> Device | None:

@@ -17,13 +17,22 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-from mixprec._backend import Availability, Device
+from mixprec._backend import ANY_DEVICE, Availability, Device
 from mixprec._caches import Caches
 from mixprec._errors import PluginError, PrecisionWarning, shown
 from mixprec._import_lock import IMPORT_LOCK, import_module
 from mixprec._registry import Registered, Snapshot, registry
 
-__all__ = ["Caches", "ask", "backend_device_count", "current", "policy", "policy_failed"]
+__all__ = [
+    "Caches",
+    "ask",
+    "backend_device_count",
+    "current",
+    "discovered_device_types",
+    "policy",
+    "policy_failed",
+    "serves",
+]
 
 _POLICY_STATUSES = ("available", "slow", "unavailable")
 _POLICY_FUNCTIONS = ("availability", "create", "device_count")
@@ -110,3 +119,42 @@ def _count(reg: Registered, module: ModuleType, caches: Caches) -> int | str:
             return int.__int__(count)
         problem = f"device_count() returned {shown(count)}, not a non-negative int"
     return policy_failed(reg, caches, problem).reason
+
+
+def discovered_device_types(reg: Registered, caches: Caches) -> tuple[str, ...] | None:
+    """The device types a backend for every device type serves here, found at run time (cached).
+
+    A policy of such a backend may define ``device_types()``: the device types it serves here, found
+    without starting any device runtime (mixprec-accelerator's accelerators). The backend is then a
+    candidate for those device types only, and they take part in choosing the best device and in
+    ``available()``. None where the policy has no ``device_types()`` (it serves every device type
+    alike, as the core's "true" precisions do); () where it found none or failed (reported like any
+    failing policy).
+    """
+    name = reg.backend.name
+    if name in caches.discovered:
+        return caches.discovered[name]
+    found: tuple[str, ...] | None = None
+    module = policy(reg, caches)
+    listed = None if isinstance(module, PluginError) else getattr(module, "device_types", None)
+    if callable(listed):
+        found = ()
+        try:
+            types = listed()
+        except Exception as exc:
+            policy_failed(reg, caches, f"device_types() raised {type(exc).__name__}: {exc}")
+        else:
+            if isinstance(types, (tuple, list)) and all(isinstance(t, str) for t in types):
+                found = tuple(dict.fromkeys(str.__str__(t) for t in types))
+            else:
+                policy_failed(reg, caches, f"device_types() returned {shown(types)}, not a tuple of str")
+    caches.discovered[name] = found
+    return found
+
+
+def serves(reg: Registered, device_type: str, caches: Caches) -> bool:
+    """Whether backend ``reg`` serves ``device_type`` here: its own type, or one its policy discovered."""
+    if reg.backend.device_type != ANY_DEVICE:
+        return reg.backend.device_type == device_type
+    found = discovered_device_types(reg, caches)
+    return found is None or device_type in found

@@ -1,7 +1,8 @@
 """Selection: which backend serves one precision on one device, and why; or the error saying why none can.
 
 The candidates are the backends that offer the precision on the device type (those serving every
-device type included). One is selected by the first rule that applies:
+device type included, unless their policy's ``device_types()`` names the types they serve here and
+this is not one). One is selected by the first rule that applies:
 
 1. ``backend=``, if given: that backend, or an error if it cannot run here;
 2. ``MIXPREC_BACKEND``, if it names a candidate: likewise;
@@ -24,7 +25,7 @@ from typing import NamedTuple
 from mixprec._backend import ANY_DEVICE, Availability, Device
 from mixprec._errors import BackendNotFoundError, BackendUnavailableError, PrecisionError
 from mixprec._inputs import KNOWN_DISTRIBUTIONS, KNOWN_OFFERS, PRECISION_DEVICE_TYPES, PRECISION_DISTRIBUTIONS
-from mixprec._policies import Caches
+from mixprec._policies import Caches, serves
 from mixprec._presence import probe
 from mixprec._registry import Registered, Snapshot
 
@@ -52,16 +53,21 @@ class Choice(NamedTuple):
         return next((a.status for r, a in self.candidates if r is self.chosen), None)
 
 
-def candidates(snap: Snapshot, precision: str, device: Device, target: str = "fabric") -> list[Registered]:
-    """The backends offering ``precision`` on ``device``'s type that build objects for ``target``."""
+def candidates(
+    snap: Snapshot, caches: Caches, precision: str, device: Device, target: str = "fabric"
+) -> list[Registered]:
+    """The backends offering ``precision`` on ``device``'s type that build objects for ``target``; one for every
+    device type only if it serves this one."""
     return [
-        r for r in snap.for_device_type(device.type) if precision in r.backend.precisions and r.backend.serves(target)
+        r
+        for r in snap.for_device_type(device.type)
+        if precision in r.backend.precisions and r.backend.serves(target) and serves(r, device.type, caches)
     ]
 
 
-def offers(snap: Snapshot, name: str, precision: str, device: Device, target: str = "fabric") -> bool:
+def offers(snap: Snapshot, caches: Caches, name: str, precision: str, device: Device, target: str = "fabric") -> bool:
     """Whether backend ``name`` is among the candidates for ``precision`` on ``device`` and ``target``."""
-    return any(r.backend.name == name for r in candidates(snap, precision, device, target))
+    return any(r.backend.name == name for r in candidates(snap, caches, precision, device, target))
 
 
 def _order(reg: Registered, availability: Availability) -> tuple[int, int, str]:
@@ -81,7 +87,7 @@ def select(
     Only backends that build objects for ``target`` are candidates: one that declares another target
     alone (``Backend.targets``) is passed over, and the next candidate serves.
     """
-    found = candidates(snap, precision, device, target)
+    found = candidates(snap, caches, precision, device, target)
     probed = [(r, probe(r, precision, device, snap, caches)) for r in found]
     if backend is not None:
         other = _other_target(snap, backend, precision, device, target)

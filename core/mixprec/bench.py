@@ -190,9 +190,10 @@ class Run:
         self.precision = precision
         self.fabric = _fabric(device, precision)
         torch.manual_seed(SEED)
-        model = workload.model()
-        optimizer = torch.optim.SGD(model.parameters(), lr=workload.learning_rate, momentum=0.9)
-        self.model, self.optimizer = self.fabric.setup(model, optimizer)
+        # The optimizer is built after the model moved: on some devices moving replaces the parameters.
+        self.model = self.fabric.setup_module(workload.model())
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=workload.learning_rate, momentum=0.9)
+        self.optimizer: Any = self.fabric.setup_optimizers(optimizer)
         self.inputs, self.targets = workload.batch(self.fabric.device)
         self.steps = 0
         self.loss = float("nan")
@@ -229,10 +230,13 @@ class Run:
 def _fabric(device: Device, precision: Precision) -> Fabric:
     from lightning.fabric import Fabric
 
+    from mixprec._fabric import one_device_strategy
+
     # For the CPU, Lightning's ``devices`` counts processes, and the one CPU device has no index to pick.
     devices: list[int] | int = 1 if device.index is None or device.type == "cpu" else [device.index]
+    strategy = one_device_strategy(device.type, device.index) or "auto"
     try:
-        return Fabric(accelerator=device.type, devices=devices, plugins=[precision])
+        return Fabric(accelerator=device.type, devices=devices, strategy=strategy, plugins=[precision])
     except (RuntimeError, TypeError, ValueError, ImportError) as exc:
         raise PrecisionError(
             f"Lightning Fabric cannot train on {device} here ({exc}). Pass --device with a device this machine has,"

@@ -307,6 +307,33 @@ def _output_options() -> argparse.ArgumentParser:
     return options
 
 
+def _import_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, e.g. one that registers an out-of-tree torch device (repeatable)",
+    )
+    return options
+
+
+def _import_first(modules: Sequence[str]) -> None:
+    """Import each ``--import`` module, or raise PrecisionError saying which failed and why."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise PrecisionError(
+                f"--import {name} failed: {type(exc).__name__}: {exc}. The module must be importable here"
+                " (installed, or on PYTHONPATH; `python -m mixprec` also finds modules in the current directory)."
+            ) from exc
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixprec",
@@ -317,15 +344,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mixprec {mixprec.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     output = [_output_options()]
+    # The commands that ask about devices can first import a module that registers one.
+    device = [*output, _import_options()]
 
     listing = commands.add_parser(
-        "list", parents=output, help="every backend, device type and precision, with its status here"
+        "list", parents=device, help="every backend, device type and precision, with its status here"
     )
     listing.add_argument("--device", default=None, help="ask only about this device, e.g. 'cuda:1'")
     listing.set_defaults(run=_list)
 
     explaining = commands.add_parser(
-        "explain", parents=output, help="which backend serves a precision on a device, and why; exit 1 if none can"
+        "explain", parents=device, help="which backend serves a precision on a device, and why; exit 1 if none can"
     )
     explaining.add_argument("precision", nargs="?", default="auto", help="e.g. bf16-mixed, 16-mixed, auto")
     explaining.add_argument("--device", default=None, help="e.g. cpu, cuda:1 (default: the best device present)")
@@ -334,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
 
     checking = commands.add_parser(
         "check",
-        parents=output,
+        parents=device,
         help="run the conformance suite against a backend; exit 1 if a check fails (skips are not failures)",
     )
     checking.add_argument("backend", help="the backend's name, as `mixprec list` shows it")
@@ -350,14 +379,14 @@ def _parser() -> argparse.ArgumentParser:
     checking.set_defaults(run=_check)
 
     demoing = commands.add_parser(
-        "demo", parents=output, help="train a small model in every precision usable here, side by side"
+        "demo", parents=device, help="train a small model in every precision usable here, side by side"
     )
     demoing.add_argument("--device", default=None, help="e.g. cpu, cuda:1 (default: the best device present)")
     demoing.add_argument("--steps", type=int, default=100, help="training steps per precision (default: %(default)s)")
     demoing.set_defaults(run=_demo)
 
     benching = commands.add_parser(
-        "bench", parents=output, help="time a transformer block's training step in each precision here"
+        "bench", parents=device, help="time a transformer block's training step in each precision here"
     )
     benching.add_argument("--device", default=None, help="e.g. cpu, cuda:1 (default: the best device present)")
     benching.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
@@ -431,6 +460,7 @@ def _main(argv: Sequence[str] | None) -> int:
             path = getattr(args, option, None)
             if path is not None:
                 _check_writable(path, "-o" if option == "output" else f"--{option.replace('_', '-')}")
+        _import_first(getattr(args, "imports", ()))
         with _output(args.output):
             code = int(args.run(args))
     except PrecisionError as exc:

@@ -223,11 +223,15 @@ def true_precision(request: Request) -> Precision:
         with IMPORT_LOCK:
             from mixprec import _trainer
 
-        return _trainer.true_precision(precision, device, family)
-    with IMPORT_LOCK:
-        from mixprec import _fabric
+        found: Any = _trainer.true_precision(precision, device, family)
+    else:
+        with IMPORT_LOCK:
+            from mixprec import _fabric
 
-    return _fabric.true_precision(precision, device, family)
+        found = _fabric.true_precision(precision, device, family)
+    # Lightning's true classes know no device; the check of an optimizer's first step needs it.
+    found.mixprec_device = device
+    return found  # type: ignore[no-any-return]
 
 
 def make_scaler(request: Request) -> torch.amp.GradScaler:

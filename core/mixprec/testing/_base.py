@@ -82,7 +82,11 @@ def fabric_for(subject: Subject, p: Precision) -> Any:
     device = subject.device
     if device.type not in ACCELERATOR_REGISTRY:
         raise CheckSkipped(f"Lightning Fabric has no accelerator named {device.type!r}")
-    return Fabric(accelerator=device.type, devices=1 if device.index is None else [device.index], plugins=[p])
+    from mixprec._fabric import one_device_strategy
+
+    devices = 1 if device.index is None else [device.index]
+    strategy = one_device_strategy(device.type, device.index) or "auto"
+    return Fabric(accelerator=device.type, devices=devices, strategy=strategy, plugins=[p])
 
 
 def _require(ok: bool, message: str) -> None:
