@@ -59,10 +59,11 @@ a declared contract is checked exactly like a standard one.
 What follows is what every object promises on top of its numbers, read from Lightning's
 ``Precision`` (its docstrings and what ``MixedPrecision``, ``HalfPrecision`` and ``DoublePrecision``
 do), ``torch.autocast`` and ``torch.amp.GradScaler``. Each promise is one named check. The object,
-its contexts, ``convert_module``, ``main_params`` and ``incompatible_state_dict`` hold for the
-Trainer's object too; ``convert_input``/``convert_output``, ``backward``, ``optimizer_step``,
-``unscale_gradients``, the other ``state_dict`` checks and the Fabric loop are Fabric's interface,
-and the Trainer's own is listed after them.
+its contexts, ``convert_module``, ``main_params`` and ``state_dict``/``load_state_dict`` (but
+``state_dict_is_a_snapshot``) hold for the Trainer's object too, its steps taken as the Trainer
+takes them; ``convert_input``/``convert_output``, ``backward``, ``optimizer_step``,
+``unscale_gradients`` and the Fabric loop are Fabric's interface, and the Trainer's own is listed
+after them.
 
 The object
     - has a contract, the core's or one the backend declares (``contract_declared``);
