@@ -1,7 +1,8 @@
 """Selection: which backend serves one precision on one device, and why; or the error saying why none can.
 
 The candidates are the backends that offer the precision on the device type (those serving every
-device type included). One is selected by the first rule that applies:
+device type included) and build objects for the target (``Backend.targets``). One is selected
+by the first rule that applies:
 
 1. ``backend=``, if given: that backend, or an error if it cannot run here;
 2. ``MIXPREC_BACKEND``, if it names a candidate: likewise;
