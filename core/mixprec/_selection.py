@@ -2,7 +2,8 @@
 
 The candidates are the backends that offer the precision on the device type (those serving every
 device type included, unless their policy's ``device_types()`` names the types they serve here and
-this is not one). One is selected by the first rule that applies:
+this is not one) and build objects for the target (``Backend.targets``). One is selected by the first
+rule that applies:
 
 1. ``backend=``, if given: that backend, or an error if it cannot run here;
 2. ``MIXPREC_BACKEND``, if it names a candidate: likewise;

@@ -218,3 +218,14 @@ def true_precision(precision: str, device: str, strategy: str | None) -> lightni
     if precision == "64-true":
         return DoublePrecision()
     return HalfPrecision(precision)  # type: ignore[arg-type]
+
+
+def one_device_strategy(device_type: str, index: int | None) -> Any:
+    """The strategy a one-device Trainer on ``device_type`` needs passed: None for "cpu", "cuda" and "mps", which
+    Lightning places itself; else the Trainer's ``SingleDeviceStrategy`` on the device (index 0 for None), because
+    Lightning puts an accelerator it does not know on a CPU strategy."""
+    if device_type in ("cpu", "cuda", "mps"):
+        return None
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    return SingleDeviceStrategy(device=torch.device(device_type, index or 0))

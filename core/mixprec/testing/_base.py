@@ -52,6 +52,7 @@ __all__ = [
     "Subject",
     "check",
     "fabric_for",
+    "trainer_placement",
     "undeclared_contract",
 ]
 
@@ -87,6 +88,22 @@ def fabric_for(subject: Subject, p: Precision) -> Any:
     devices = 1 if device.index is None else [device.index]
     strategy = one_device_strategy(device.type, device.index) or "auto"
     return Fabric(accelerator=device.type, devices=devices, strategy=strategy, plugins=[p])
+
+
+def trainer_placement(device: Device) -> dict[str, Any]:
+    """The ``Trainer(...)`` arguments that put a one-device Trainer on ``device``: its accelerator, the device,
+    and for a device type Lightning does not place itself a ``SingleDeviceStrategy`` on it."""
+    with IMPORT_LOCK:  # see mixprec._import_lock
+        from mixprec._trainer import one_device_strategy
+
+    placement: dict[str, Any] = {
+        "accelerator": device.type,
+        "devices": 1 if device.index is None else [device.index],
+    }
+    strategy = one_device_strategy(device.type, device.index)
+    if strategy is not None:
+        placement["strategy"] = strategy
+    return placement
 
 
 def _require(ok: bool, message: str) -> None:
@@ -138,6 +155,9 @@ class Subject:
         self.availability = availability
         #: Which object is under test: Fabric's ("fabric") or the Trainer's ("trainer").
         self.target: Target = target
+        #: What checks of this subject share within one run (an expensive set-up, such as one Trainer.fit),
+        #: by name: values only, never an object a check goes on to use.
+        self.shared: dict[str, Any] = {}
         #: What the precision promises: the core's standard contract, the backend's declared one, or None.
         self.contract = backend.contract(precision)
 

@@ -54,6 +54,7 @@ from mixprec.testing._base import (
     fabric_for,
     parameter_dtype,
     quiet_trainer,
+    trainer_placement,
 )
 from mixprec.testing._contract import torch_dtype
 
@@ -529,8 +530,7 @@ def trainer_converts(subject: Subject, contract: Contract) -> None:
     module = Module(net)
     with quiet_trainer():
         trainer = Trainer(
-            accelerator=device.type,
-            devices=1 if device.index is None else [device.index],
+            **trainer_placement(device),
             plugins=[p],
             max_steps=2,
             logger=False,
