@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mixprec._backend import ALIASES, ANY_DEVICE, Availability, Backend, Device, Request
-from mixprec._contract import STANDARD_CONTRACTS, Contract
+from mixprec._contract import STANDARD_CONTRACTS, Contract, OptionTrial
 from mixprec._errors import (
     BackendNotFoundError,
     BackendUnavailableError,
@@ -61,6 +61,7 @@ __all__ = [
     "DeviceError",
     "Explanation",
     "OptionError",
+    "OptionTrial",
     "PluginError",
     "PrecisionError",
     "PrecisionWarning",

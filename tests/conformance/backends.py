@@ -127,7 +127,7 @@ def install(
     package = "cf_" + name.replace("-", "_")
     declared = "{" + ", ".join(f"{p!r}: {source}" for p, source in (contracts or {}).items()) + "}"
     plugin = f"""
-        from mixprec import Backend, Contract, hookimpl
+        from mixprec import Backend, Contract, OptionTrial, hookimpl
 
 
         @hookimpl

@@ -411,6 +411,16 @@ for _group in (
     "_checks_state",
     "_checks_training",
     "_conversion",
+    "_torch_flags",
+    "_nesting",
+    "_teardown",
+    "_threads",
+    "_pickling",
+    "_identity",
+    "_linear_subclasses",
+    "_options",
+    "_float8",
+    "_trainer_autocast",
 ):
     importlib.import_module(f"mixprec.testing.{_group}")
 

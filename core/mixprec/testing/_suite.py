@@ -34,6 +34,7 @@ from mixprec._policies import current
 from mixprec._presence import absence
 from mixprec._registry import Registered, Snapshot
 from mixprec._resolver import Record
+from mixprec.testing import _torch_flags as torch_flags
 from mixprec.testing._checks import (
     CHECKS,
     Check,
@@ -87,7 +88,7 @@ class Case:
         contract = self.subject.contract
         if contract is None:  # its only case is contract_declared
             raise CheckFailed(undeclared_contract(self.subject))
-        with one_thread(), isolated(self.subject.device.type):
+        with one_thread(), isolated(self.subject.device.type), torch_flags.restored():
             self.check.function(self.subject, contract)
 
     def run(self) -> Result:
