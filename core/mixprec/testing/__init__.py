@@ -176,14 +176,14 @@ seed, stays within it; a wrong learning rate, parameter group or scale does not
 A contract whose ``converts_modules`` is not empty is also held to the module-conversion checks
 (which layers are converted, that the converted model trains and keeps the plain model's
 ``state_dict``, that Fabric and the Trainer apply it), written down in ``mixprec/testing/_conversion.py``;
-for a float8 ``matmul_dtype``, its forward uses no other float8 dtype (``float8_format``), and, where it
-autocasts, the object for ``target="trainer"`` autocasts to ``compute_dtype`` too (``trainer_forward_dtype``).
+for a float8 ``matmul_dtype``, its forward uses no other float8 dtype (``float8_format``).
 """
 
 from __future__ import annotations
 
 from mixprec._contract import STANDARD_CONTRACTS, Contract
-from mixprec.testing._checks import CHECKS, Check, CheckFailed, CheckSkipped, Subject
+from mixprec.testing._base import Check, CheckFailed, CheckSkipped, Subject
+from mixprec.testing._checks import CHECKS
 from mixprec.testing._contract import CAPABILITIES
 from mixprec.testing._pytest import ConformanceTests
 from mixprec.testing._suite import Case, Outcome, Report, Result, Suite, run

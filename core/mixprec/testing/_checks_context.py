@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import CheckFailed, Subject, _autocast, _check, _close, _require, compute_dtype
+from mixprec.testing._base import CheckFailed, Subject, _autocast, _close, _require, check, compute_dtype
 from mixprec.testing._global_state import AUTOCAST_DEPTH, changes, snapshot
 
 _AUTOCAST_FIX = (
@@ -24,7 +24,7 @@ _AUTOCAST_FIX = (
 )
 
 
-@_check()
+@check()
 def forward_autocast(subject: Subject, contract: Contract) -> None:
     """Autocast is on inside forward_context() exactly when the contract autocasts."""
     p = subject.make()
@@ -44,7 +44,7 @@ def forward_autocast(subject: Subject, contract: Contract) -> None:
         )
 
 
-@_check()
+@check()
 def forward_dtype(subject: Subject, contract: Contract) -> None:
     """Inside forward_context(), nn.Linear and matmul compute in the contract's compute_dtype."""
     p = subject.make()
@@ -75,7 +75,7 @@ def forward_dtype(subject: Subject, contract: Contract) -> None:
         )
 
 
-@_check(applies=_autocast)
+@check(applies=_autocast)
 def fp32_losses(subject: Subject, contract: Contract) -> None:
     """Inside forward_context(), losses of low-precision activations are computed in float32.
 
@@ -148,21 +148,21 @@ def _left_as_found(
         )
 
 
-@_check()
+@check()
 def forward_context_restores_state(subject: Subject, contract: Contract) -> None:
     """Leaving forward_context() restores torch's global state as it was, whatever it was."""
     p = subject.make()
     _left_as_found(subject, p.forward_context, "forward_context()", error=False)
 
 
-@_check()
+@check()
 def forward_context_restores_state_after_error(subject: Subject, contract: Contract) -> None:
     """An exception inside forward_context() propagates, and torch's global state is restored."""
     p = subject.make()
     _left_as_found(subject, p.forward_context, "forward_context()", error=True)
 
 
-@_check()
+@check()
 def nested_forward_context(subject: Subject, contract: Contract) -> None:
     """forward_context() nests: the inner one changes nothing, and leaving it keeps the outer one in effect."""
     p = subject.make()
@@ -193,7 +193,7 @@ def nested_forward_context(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check(applies=_autocast)
+@check(applies=_autocast)
 def autocast_cache_cleared(subject: Subject, contract: Contract) -> None:
     """Leaving forward_context() drops autocast's cached casts: the next forward sees weights changed in place."""
     p = subject.make()
@@ -218,7 +218,7 @@ def autocast_cache_cleared(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check()
+@check()
 def init_contexts_restore_state(subject: Subject, contract: Contract) -> None:
     """Leaving module_init_context() or tensor_init_context() restores torch's global state as it was."""
     p = subject.make()
@@ -226,7 +226,7 @@ def init_contexts_restore_state(subject: Subject, contract: Contract) -> None:
     _left_as_found(subject, p.tensor_init_context, "tensor_init_context()", error=False)
 
 
-@_check()
+@check()
 def init_contexts_restore_state_after_error(subject: Subject, contract: Contract) -> None:
     """An exception inside module_init_context() or tensor_init_context() propagates, and the state is restored."""
     p = subject.make()
@@ -234,7 +234,7 @@ def init_contexts_restore_state_after_error(subject: Subject, contract: Contract
     _left_as_found(subject, p.tensor_init_context, "tensor_init_context()", error=True)
 
 
-@_check()
+@check()
 def teardown_restores_state(subject: Subject, contract: Contract) -> None:
     """An object made, set up on a model (convert_module) and torn down leaves torch's global state as it was."""
     device_type = subject.device.type

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import Subject, _check, _close, _require, compute_dtype
-from mixprec.testing._checks import parameter_dtype as _parameter_dtype
+from mixprec.testing._base import FABRIC, Subject, _close, _require, check, compute_dtype
+from mixprec.testing._base import parameter_dtype as _parameter_dtype
 
 _Pair = namedtuple("_Pair", ["features", "label"])
 
@@ -186,7 +186,7 @@ _MODULE_RULE = (
 )
 
 
-@_check()
+@check(targets=FABRIC)
 def convert_input(subject: Subject, contract: Contract) -> None:
     """convert_input casts the floating tensors of nested dicts, lists, tuples, namedtuples and dataclasses."""
     p = subject.make()
@@ -199,21 +199,21 @@ def convert_input(subject: Subject, contract: Contract) -> None:
         _check_converted(data, converted, lambda tensor: tensor.dtype, "convert_input", _UNTOUCHED_RULE)
 
 
-@_check()
+@check(targets=FABRIC)
 def convert_input_leaves_caller_data(subject: Subject, contract: Contract) -> None:
     """convert_input leaves the caller's collections and tensors as they were."""
     p = subject.make()
     _leaves_caller_data(subject, "convert_input", p.convert_input, torch.float32)
 
 
-@_check()
+@check(targets=FABRIC)
 def convert_input_keeps_graph(subject: Subject, contract: Contract) -> None:
     """A tensor that requires grad stays in the autograd graph through convert_input."""
     p = subject.make()
     _keeps_graph("convert_input", p.convert_input, torch.linspace(-1, 1, 6, device=subject.torch_device).reshape(2, 3))
 
 
-@_check()
+@check(targets=FABRIC)
 def convert_output(subject: Subject, contract: Contract) -> None:
     """convert_output casts floating tensors back to the default dtype; everything else stays untouched."""
     p = subject.make()
@@ -225,7 +225,7 @@ def convert_output(subject: Subject, contract: Contract) -> None:
         _check_converted(data, converted, lambda tensor: tensor.dtype, "convert_output", _UNTOUCHED_RULE)
 
 
-@_check(applies=lambda contract: contract.converts_io)
+@check(applies=lambda contract: contract.converts_io, targets=FABRIC)
 def convert_output_follows_default_dtype(subject: Subject, contract: Contract) -> None:
     """Under a default dtype other than float32 (float64), convert_output casts to it."""
     p = subject.make()
@@ -241,14 +241,14 @@ def convert_output_follows_default_dtype(subject: Subject, contract: Contract) -
     )
 
 
-@_check()
+@check(targets=FABRIC)
 def convert_output_leaves_caller_data(subject: Subject, contract: Contract) -> None:
     """convert_output leaves the caller's collections and tensors as they were."""
     p = subject.make()
     _leaves_caller_data(subject, "convert_output", p.convert_output, compute_dtype(contract))
 
 
-@_check()
+@check(targets=FABRIC)
 def convert_output_keeps_graph(subject: Subject, contract: Contract) -> None:
     """A tensor that requires grad stays in the autograd graph through convert_output, so the loss reaches the model."""
     p = subject.make()
@@ -256,7 +256,7 @@ def convert_output_keeps_graph(subject: Subject, contract: Contract) -> None:
     _keeps_graph("convert_output", p.convert_output, template)
 
 
-@_check()
+@check()
 def parameter_dtype(subject: Subject, contract: Contract) -> None:
     """convert_module, module_init_context and tensor_init_context give parameters of the contract's parameter_dtype."""
     p = subject.make()
@@ -294,7 +294,7 @@ def _normalised_template() -> nn.Sequential:
     return model
 
 
-@_check()
+@check()
 def buffers_converted(subject: Subject, contract: Contract) -> None:
     """convert_module casts floating buffers (BatchNorm's running statistics) like the parameters, not integer ones."""
     p = subject.make()
@@ -318,7 +318,7 @@ def buffers_converted(subject: Subject, contract: Contract) -> None:
         _close(new.double(), old.to(want).double(), f"convert_module changed the values of the buffer {name!r}")
 
 
-@_check()
+@check()
 def requires_grad_kept(subject: Subject, contract: Contract) -> None:
     """convert_module keeps which parameters require grad: frozen ones stay frozen, the others train."""
     p = subject.make()

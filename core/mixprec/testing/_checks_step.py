@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import (
+from mixprec.testing._base import (
     _LR,
+    FABRIC,
     CheckFailed,
     Subject,
     _changed,
-    _check,
     _close,
     _loss,
     _no_scaler,
@@ -34,6 +34,7 @@ from mixprec.testing._checks import (
     _true_gradients,
     _weights,
     _wide_parameters,
+    check,
 )
 from mixprec.testing._contract import SCALER_OPTIONS
 from mixprec.testing._rounding import require_step
@@ -50,7 +51,7 @@ def _norm(tensors: list[Tensor]) -> float:
     return float(torch.linalg.vector_norm(torch.cat([t.float().flatten() for t in tensors])))
 
 
-@_check()
+@check(targets=FABRIC)
 def step_applied(subject: Subject, contract: Contract) -> None:
     """backward() then optimizer_step() applies every step with finite gradients: the true gradients, in every
     parameter group with its own learning rate.
@@ -87,7 +88,7 @@ def _stepped(model: torch.nn.Module, before: list[Tensor], gradients: list[Tenso
         raise CheckFailed(f"{problem}. {fix}")
 
 
-@_check()
+@check(targets=FABRIC)
 def frozen_parameters_untouched(subject: Subject, contract: Contract) -> None:
     """backward() and optimizer_step() leave parameters that do not require grad without gradients and unchanged."""
     p = subject.make()
@@ -114,7 +115,7 @@ def frozen_parameters_untouched(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check()
+@check(targets=FABRIC)
 def backward_accumulates(subject: Subject, contract: Contract) -> None:
     """A second backward() adds its gradients to those already there, as tensor.backward() does."""
     p = subject.make()
@@ -130,7 +131,7 @@ def backward_accumulates(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check()
+@check(targets=FABRIC)
 def backward_passes_arguments(subject: Subject, contract: Contract) -> None:
     """backward(tensor, model, *args, **kwargs) passes them to autograd: retain_graph=True keeps the graph."""
     p = subject.make()
@@ -154,7 +155,7 @@ def backward_passes_arguments(subject: Subject, contract: Contract) -> None:
             ) from None
 
 
-@_check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def loss_scaled(subject: Subject, contract: Contract) -> None:
     """backward() multiplies the loss by the GradScaler's scale."""
     p = subject.make()
@@ -203,7 +204,7 @@ def _closure(
     return closure, calls
 
 
-@_check()
+@check(targets=FABRIC)
 def optimizer_step_returns_step_result(subject: Subject, contract: Contract) -> None:
     """optimizer_step() returns what optimizer.step returns: the closure's loss, or the step's own result.
 
@@ -230,7 +231,7 @@ def optimizer_step_returns_step_result(subject: Subject, contract: Contract) -> 
     )
 
 
-@_check()
+@check(targets=FABRIC)
 def optimizer_step_passes_arguments(subject: Subject, contract: Contract) -> None:
     """optimizer_step(optimizer, **kwargs) passes kwargs to optimizer.step."""
     p = subject.make()
@@ -246,7 +247,7 @@ def optimizer_step_passes_arguments(subject: Subject, contract: Contract) -> Non
     )
 
 
-@_check(applies=_no_scaler)
+@check(applies=_no_scaler, targets=FABRIC)
 def optimizer_step_runs_closure_once(subject: Subject, contract: Contract) -> None:
     """optimizer_step(optimizer, closure=c) runs the closure exactly once for a one-evaluation optimizer (SGD)."""
     p = subject.make()
@@ -261,7 +262,7 @@ def optimizer_step_runs_closure_once(subject: Subject, contract: Contract) -> No
     )
 
 
-@_check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def nonfinite_step_skipped(subject: Subject, contract: Contract) -> None:
     """optimizer_step() skips a step whose gradients hold inf or NaN: weights and optimizer state untouched."""
     for bad in (math.inf, math.nan):
@@ -281,7 +282,7 @@ def nonfinite_step_skipped(subject: Subject, contract: Contract) -> None:
 _OPTIONS = {"init_scale": 256.0, "growth_factor": 4.0, "backoff_factor": 0.25, "growth_interval": 3}
 
 
-@_check(applies=_scaler)
+@check(applies=_scaler)
 def scaler_options_applied(subject: Subject, contract: Contract) -> None:
     """Every GradScaler option the user passes reaches the scaler.
 
@@ -304,7 +305,7 @@ def scaler_options_applied(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def scale_backoff(subject: Subject, contract: Contract) -> None:
     """After a step with inf gradients, the scale is multiplied by the requested backoff_factor (0.25 here)."""
     p = subject.make(backoff_factor=0.25)
@@ -322,7 +323,7 @@ def scale_backoff(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def scale_growth(subject: Subject, contract: Contract) -> None:
     """The scale grows by the requested growth_factor after growth_interval finite steps, and not before.
 
@@ -346,7 +347,7 @@ def scale_growth(subject: Subject, contract: Contract) -> None:
         )
 
 
-@_check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def unscale_before_clipping(subject: Subject, contract: Contract) -> None:
     """unscale_gradients() before clipping gives the true gradient norm of every parameter group, and the step
     uses the clipped gradients."""
@@ -376,7 +377,7 @@ def unscale_before_clipping(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check(applies=_no_scaler)
+@check(applies=_no_scaler, targets=FABRIC)
 def unscale_gradients_without_scaler(subject: Subject, contract: Contract) -> None:
     """Without a GradScaler, unscale_gradients() changes no gradient: the step applies the gradients as clipped."""
     p = subject.make()
@@ -405,7 +406,7 @@ def unscale_gradients_without_scaler(subject: Subject, contract: Contract) -> No
     )
 
 
-@_check()
+@check()
 def main_params_cover_every_group(subject: Subject, contract: Contract) -> None:
     """main_params(optimizer) yields every parameter of every parameter group, once, in order (Fabric clips them)."""
     p = subject.make()
@@ -421,7 +422,7 @@ def main_params_cover_every_group(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def lbfgs_rejected_with_scaler(subject: Subject, contract: Contract) -> None:
     """optimizer_step() refuses LBFGS when there is a GradScaler (it cannot step a closure), as Lightning does."""
     p = subject.make()
@@ -448,7 +449,7 @@ def lbfgs_rejected_with_scaler(subject: Subject, contract: Contract) -> None:
     _require(changed == 0, f"the refused LBFGS step still changed {changed} parameter tensors; refuse before stepping")
 
 
-@_check(applies=_no_scaler, capability="lbfgs_closure")
+@check(applies=_no_scaler, capability="lbfgs_closure", targets=FABRIC)
 def lbfgs_closure(subject: Subject, contract: Contract) -> None:
     """optimizer_step(optimizer, closure=...) runs the closure, and LBFGS lowers the loss."""
     p = subject.make()
@@ -477,7 +478,7 @@ def lbfgs_closure(subject: Subject, contract: Contract) -> None:
     )
 
 
-@_check(applies=_wide_parameters, capability="fused_optimizers")
+@check(applies=_wide_parameters, capability="fused_optimizers", targets=FABRIC)
 def fused_optimizers(subject: Subject, contract: Contract) -> None:
     """A fused SGD steps like the unfused one, and skips a step with inf gradients where there is a GradScaler."""
     results = []
@@ -520,7 +521,7 @@ def _fused(subject: Subject) -> tuple[Any, torch.nn.Module, torch.optim.Optimize
     return p, model, optimizer, [grad.clone() for grad in _gradients(model)]
 
 
-@_check(applies=lambda c: _scaler(c) and _wide_parameters(c), capability="fused_optimizers")
+@check(applies=lambda c: _scaler(c) and _wide_parameters(c), capability="fused_optimizers", targets=FABRIC)
 def fused_clipping_refused_with_scaler(subject: Subject, contract: Contract) -> None:
     """With a GradScaler, unscale_gradients() refuses an optimizer that unscales inside step() (fused) with
     NotImplementedError, as Lightning does, and changes no gradient."""
@@ -543,7 +544,7 @@ def fused_clipping_refused_with_scaler(subject: Subject, contract: Contract) -> 
     _close(_gradients(model), before, "the refused unscale_gradients() still changed the gradients; refuse first")
 
 
-@_check(applies=lambda c: _no_scaler(c) and _wide_parameters(c), capability="fused_optimizers")
+@check(applies=lambda c: _no_scaler(c) and _wide_parameters(c), capability="fused_optimizers", targets=FABRIC)
 def fused_clipping_without_scaler(subject: Subject, contract: Contract) -> None:
     """Without a GradScaler, unscale_gradients() accepts a fused optimizer and changes no gradient: there is
     nothing to unscale, so clipping works."""

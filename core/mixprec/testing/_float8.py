@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import Subject, _check, _require
+from mixprec.testing._base import Subject, _require, check
 from mixprec.testing._conversion import _data, _plain, _unit
 
 __all__ = ["float8_format"]
@@ -41,7 +41,7 @@ class _Dtypes(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's mo
         return out
 
 
-@_check(applies=_float8)
+@check(applies=_float8)
 def float8_format(subject: Subject, contract: Contract) -> None:
     """The converted model's forward computes with float8 tensors of matmul_dtype only, of no other float8 dtype.
 

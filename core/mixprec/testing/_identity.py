@@ -10,12 +10,12 @@ Converting a converted model again must give it back as it is.
 from __future__ import annotations
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import Subject, _check, _require
+from mixprec.testing._base import Subject, _require, check
 
 __all__ = ["convert_module_in_place"]
 
 
-@_check()
+@check()
 def convert_module_in_place(subject: Subject, contract: Contract) -> None:
     """convert_module(module) returns that module with the same parameter objects; converting it again, with the
     same object or a new one, returns it again with the same submodules and parameters, their values unchanged."""

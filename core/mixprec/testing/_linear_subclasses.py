@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import CheckSkipped, Subject, _check, _require
+from mixprec.testing._base import CheckSkipped, Subject, _require, check
 from mixprec.testing._conversion import _unit
 
 __all__ = ["linear_subclasses_converted"]
@@ -33,7 +33,7 @@ class Doubled(nn.Linear):
         return 2 * super().forward(input)
 
 
-@_check()
+@check()
 def linear_subclasses_converted(subject: Subject, contract: Contract) -> None:
     """convert_module gives an nn.Linear subclass's parameters the dtype it gives an nn.Linear's, and inside
     forward_context it computes in the nn.Linear's dtype what its own forward computes (twice nn.Linear's output,

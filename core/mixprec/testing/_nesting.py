@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import Subject, _check, _require
+from mixprec.testing._base import Subject, _require, check
 from mixprec.testing._global_state import AUTOCAST_DEPTH, changes, snapshot
 
 __all__ = ["nested_forward_context_restores_state", "nested_init_contexts"]
@@ -42,7 +42,7 @@ def _after_nesting(
     return changes(before, snapshot(subject.device.type), ignore=ignore)
 
 
-@_check()
+@check()
 def nested_forward_context_restores_state(subject: Subject, contract: Contract) -> None:
     """Once the outer of two nested forward_context()s exits, torch's global state is as before the outer one
     (beyond what one alone leaves changed, which forward_context_restores_state reports)."""
@@ -70,7 +70,7 @@ def _alone(subject: Subject, context: Callable[[], AbstractContextManager[object
     return created, {name for name in before if before[name] != after[name]}
 
 
-@_check()
+@check()
 def nested_init_contexts(subject: Subject, contract: Contract) -> None:
     """module_init_context() and tensor_init_context() nest: inside each other they create parameters and tensors as
     the inner one does alone, leaving the inner one keeps the outer one in effect, and leaving both restores the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from mixprec.testing._checks import CheckFailed, CheckSkipped
+from mixprec.testing._base import CheckFailed, CheckSkipped
 from mixprec.testing._suite import Case, Suite
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import Subject, _check, _require
+from mixprec.testing._base import Subject, _require, check
 from mixprec.testing._global_state import State, changes, snapshot
 
 __all__ = ["teardown_restores_another_default_dtype"]
@@ -30,7 +30,7 @@ def _torn_down(subject: Subject, default: torch.dtype) -> tuple[State, State]:
     return before, snapshot(subject.device.type)
 
 
-@_check()
+@check()
 def teardown_restores_another_default_dtype(subject: Subject, contract: Contract) -> None:
     """An object made, set up (convert_module) and torn down under float64 or float16 as torch's default dtype
     leaves that default, and all of torch's global state, as it was (beyond what it leaves changed from float32,

@@ -24,7 +24,7 @@ from lightning.fabric.plugins.precision import Precision
 from torch import Tensor, nn
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import CheckFailed, Subject, _check, _require
+from mixprec.testing._base import CheckFailed, Subject, _require, check
 from mixprec.testing._global_state import AUTOCAST_DEPTH, changes, snapshot
 
 __all__ = ["forward_context_concurrent_threads", "forward_context_thread_local"]
@@ -79,7 +79,7 @@ def _computes(device_type: str, model: nn.Module, x: Tensor) -> tuple[bool, torc
         return torch.is_autocast_enabled(device_type), model(x).dtype, (x @ x.T).dtype
 
 
-@_check()
+@check()
 def forward_context_thread_local(subject: Subject, contract: Contract) -> None:
     """While one thread is inside forward_context(), another computes as it would without it: autocast off, and
     a float32 nn.Linear and matmul in float32."""
@@ -166,7 +166,7 @@ def _together(threads: list[_Thread]) -> None:
         )
 
 
-@_check()
+@check()
 def forward_context_concurrent_threads(subject: Subject, contract: Contract) -> None:
     """Two threads inside one object's forward_context() at once each compute as one thread alone does, before and
     after the other leaves, and each leaves its own per-thread state as it found it (beyond what one thread alone

@@ -26,7 +26,7 @@ import torch.backends.mkldnn
 import torch.backends.opt_einsum
 
 from mixprec._contract import Contract
-from mixprec.testing._checks import Subject, _check, _require
+from mixprec.testing._base import Subject, _require, check
 from mixprec.testing._global_state import State, changes
 
 __all__ = ["restored", "snapshot", "torch_flags_restored"]
@@ -133,7 +133,7 @@ def _left_as_found(context: Callable[[], AbstractContextManager[object]], what: 
     )
 
 
-@_check()
+@check()
 def torch_flags_restored(subject: Subject, contract: Contract) -> None:
     """forward_context(), module_init_context(), tensor_init_context() and teardown() leave torch's process-wide
     switches as they were: cuDNN's benchmark and deterministic modes, the TF32 settings of cuDNN and oneDNN, the
