@@ -337,9 +337,8 @@ def _parser() -> argparse.ArgumentParser:
     checking.add_argument("--precision", default=None, help="check only this precision (default: every one offered)")
     checking.add_argument(
         "--target",
-        choices=("fabric", "trainer"),
         default=None,
-        help="check only the objects for Fabric or for the Trainer (default: both)",
+        help="check only the objects for 'fabric' or for the 'trainer' (default: both)",
     )
     checking.add_argument(
         "--junit-xml",

@@ -170,6 +170,7 @@ def install(
     contracts: Mapping[str, str] | None = None,
     targets: Sequence[str] = ("fabric", "trainer"),
     expected_failed_checks: Mapping[str, str] | None = None,
+    priority: int = 0,
 ) -> str:
     """Install a distribution whose entry point registers backend ``name`` with ``policy``; return its name.
 
@@ -192,6 +193,7 @@ def install(
                     unsupported={dict(unsupported or {})!r},
                     contracts={declared},
                     targets={tuple(targets)!r},
+                    priority={priority!r},
                     expected_failed_checks={dict(expected_failed_checks or {})!r},
                 )
             ]

@@ -153,12 +153,14 @@ DEFECTS = [
     ),
     _defect(
         "converts-a-copy",
-        "conversion_idempotent fabric_setup_converts trainer_converts fabric_loop convert_module_in_place",
+        "conversion_idempotent fabric_setup_converts trainer_converts fabric_loop trainer_fit trainer_checkpoint_key"
+        " convert_module_in_place",
         """
         def convert_module(self, module):
             return super().convert_module(copy.deepcopy(module))  # "leave the user's model as it is"
         """,
-        note="the optimizer made before fabric.setup steps the old weights, so fabric_loop does not train either",
+        note="the optimizer made before fabric.setup steps the old weights, so fabric_loop does not train either;"
+        " the Trainer's fit, which its checkpoint check reads, fails on the copied LightningModule",
     ),
 ]
 

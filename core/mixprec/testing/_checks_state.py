@@ -21,6 +21,7 @@ from torch import Tensor
 from mixprec._contract import Contract
 from mixprec._errors import StateDictError
 from mixprec.testing._base import FABRIC, CheckFailed, Subject, _loss, _poison, _require, _scaler, check
+from mixprec.testing._trainer_harness import Harness
 
 #: What to change when the state contract is broken; Lightning's own classes ignore state that does not fit.
 STATE_FIX = (
@@ -44,10 +45,20 @@ def _train(p: Precision, subject: Subject, poisons: tuple[float | None, ...]) ->
 
 def _used(subject: Subject, contract: Contract) -> Precision:
     """An object whose scaler state differs from a fresh one's in every key: growth settings of its own, a
-    skipped step (the scale) and a finite step (the growth tracker)."""
+    skipped step (the scale) and a finite step (the growth tracker).
+
+    The Trainer's object takes its steps as the Trainer's loop drives it (:class:`Harness`).
+    """
     if not contract.loss_scaling:
         return subject.make()
-    p = subject.make(growth_interval=3, growth_factor=4.0, backoff_factor=0.25)
+    options = {"growth_interval": 3, "growth_factor": 4.0, "backoff_factor": 0.25}
+    if subject.target == "trainer":
+        harness = Harness(subject, options=options)
+        for bad in (math.inf, None):
+            harness.automatic_step(poison=bad)
+        trained: Precision = harness.p
+        return trained
+    p = subject.make(**options)
     _train(p, subject, (math.inf, None))
     return p
 
@@ -80,7 +91,7 @@ def _difference(actual: Any, expected: Mapping[str, Any], *, exact_keys: bool = 
     return ""
 
 
-@check(targets=FABRIC)
+@check()
 def state_dict_complete(subject: Subject, contract: Contract) -> None:
     """state_dict() holds the GradScaler's whole state with torch's types and values, and is empty without a scaler."""
     p = _used(subject, contract)
@@ -129,7 +140,7 @@ def state_dict_is_a_snapshot(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check(targets=FABRIC)
+@check()
 def load_state_dict_restores(subject: Subject, contract: Contract) -> None:
     """load_state_dict() of a state_dict() restores the whole scaler state in a fresh object."""
     p = _used(subject, contract)
@@ -143,7 +154,7 @@ def load_state_dict_restores(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check(targets=FABRIC)
+@check()
 def state_dict_torch_save(subject: Subject, contract: Contract) -> None:
     """A state_dict() through torch.save and torch.load(weights_only=True) restores the whole state in a new object."""
     p = _used(subject, contract)

@@ -28,13 +28,16 @@ class ConformanceTests:
         class TestConformance(ConformanceTests):
             backend = "mine"
 
-    Optionally set ``device`` (e.g. ``"cuda:1"``; default: the backend's device type) and ``precision``
-    (default: every precision the backend offers).
+    Optionally set ``device`` (e.g. ``"cuda:1"``; default: the backend's device type), ``precision``
+    (default: every precision the backend offers) and ``target`` (``"fabric"`` or ``"trainer"``; default:
+    both). A check the backend lists in ``Backend.expected_failed_checks`` is a strict ``xfail`` with the
+    backend's reason: its failure is expected, and its passing fails.
     """
 
     backend: ClassVar[str]
     device: ClassVar[str | None] = None
     precision: ClassVar[str | None] = None
+    target: ClassVar[str | None] = None
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "conformance_case" not in metafunc.fixturenames:
@@ -42,8 +45,14 @@ class ConformanceTests:
         backend = getattr(self, "backend", None)
         if not isinstance(backend, str):
             raise TypeError(f"{type(self).__name__} must set backend = '<name>', the backend to check")
-        cases = Suite(backend, self.device, self.precision).cases
-        metafunc.parametrize("conformance_case", cases, ids=[case.id for case in cases])
+        import pytest
+
+        cases = Suite(backend, self.device, self.precision, self.target).cases
+        params = [
+            pytest.param(case, id=case.id, marks=_expected_failure(case) if case.expected_failure else ())
+            for case in cases
+        ]
+        metafunc.parametrize("conformance_case", params)
 
     def test_conformance(self, conformance_case: Case) -> None:
         import pytest
@@ -57,3 +66,9 @@ class ConformanceTests:
             failure = f"{conformance_case.check.summary}\n{exc}"
         if failure is not None:  # raised outside the handler, so pytest shows no chained exception
             pytest.fail(failure, pytrace=False)
+
+
+def _expected_failure(case: Case) -> pytest.MarkDecorator:
+    import pytest
+
+    return pytest.mark.xfail(strict=True, reason=f"expected failure: {case.expected_failure}")

@@ -1,0 +1,173 @@
+"""A Trainer built around one object of a subject's, as the Trainer's loops see it: what the Trainer's checks share.
+
+:class:`Harness` makes the object (``target="trainer"``), puts the suite's model in a
+LightningModule that records the hooks the precision calls, and attaches both to a real
+``lightning.pytorch.Trainer`` without running a loop, so that a check can call the object's
+methods exactly as the Trainer's strategy and loops do (``strategy.backward``,
+``optimizer_step(optimizer, model, closure)``) and see each hook and step. Importing this module
+imports neither the Trainer nor any check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mixprec.testing._base import CheckFailed, CheckSkipped, Subject, _loss, _param_groups, _poison, quiet_trainer
+
+__all__ = ["Harness", "gradients"]
+
+
+def _lightning_module_class() -> type:
+    """The suite's model as a LightningModule that records the hooks the precision plugin calls."""
+    from lightning.pytorch import LightningModule
+
+    class Recorder(LightningModule):
+        def __init__(self, net: nn.Module, subject: Subject, *, skip: bool = False, manual: bool = False) -> None:
+            super().__init__()
+            self.net = net
+            self.subject = subject
+            self.skip = skip
+            self.automatic_optimization = not manual
+            self.events: list[str] = []
+            self.gradients: dict[str, list[Tensor]] = {}
+
+        def forward(self, inputs: Tensor) -> Tensor:
+            out: Tensor = self.net(inputs)
+            return out
+
+        def training_step(self, batch: Any, index: int) -> Tensor | None:
+            return None if self.skip else _loss(self.net, self.subject)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return _Recording(_param_groups(self.net), self.events, self.gradients)
+
+        def on_before_backward(self, loss: Tensor) -> None:
+            self.events.append("on_before_backward")
+
+        def on_after_backward(self) -> None:
+            self.events.append("on_after_backward")
+            self.gradients["on_after_backward"] = gradients(self.net)
+
+        def on_before_optimizer_step(self, optimizer: Any) -> None:
+            self.events.append("on_before_optimizer_step")
+
+        def configure_gradient_clipping(
+            self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+        ) -> None:
+            self.events.append("configure_gradient_clipping")
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    return Recorder
+
+
+class _Recording(torch.optim.SGD):
+    """SGD that records when it steps and the gradients it steps with, after running the closure it is given."""
+
+    def __init__(self, groups: list[dict[str, Any]], events: list[str], gradients: dict[str, list[Tensor]]) -> None:
+        super().__init__(groups)
+        self.events = events
+        self.recorded = gradients
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        result = None
+        if closure is not None:
+            with torch.enable_grad():
+                result = closure()
+        self.events.append("step")
+        self.recorded["step"] = [
+            p.grad.detach().clone() for g in self.param_groups for p in g["params"] if p.grad is not None
+        ]
+        super().step()
+        return result
+
+
+def gradients(model: nn.Module) -> list[Tensor]:
+    """Copies of the gradients of ``model``'s parameters; a parameter without one fails the check."""
+    grads = [param.grad for param in model.parameters()]
+    if any(grad is None for grad in grads):
+        raise CheckFailed(
+            "after the Trainer's backward some parameters have no gradient: backward(tensor, model, optimizer)"
+            " must compute them (model.backward(tensor), as Lightning's Precision does)"
+        )
+    return [grad.detach().clone() for grad in grads if grad is not None]
+
+
+class Harness:
+    """One object of the subject's, in a Trainer with the suite's model as a LightningModule, as a loop sees it."""
+
+    def __init__(
+        self,
+        subject: Subject,
+        *,
+        clip: float | None = None,
+        algorithm: str = "norm",
+        options: dict[str, Any] | None = None,
+        **flags: bool,
+    ) -> None:
+        from lightning.pytorch import Trainer
+        from lightning.pytorch.accelerators import AcceleratorRegistry
+
+        device = subject.device
+        if device.type not in AcceleratorRegistry:
+            raise CheckSkipped(f"the Lightning Trainer has no accelerator named {device.type!r}")
+        self.subject = subject
+        # The Trainer's object: a lightning.pytorch Precision, which Subject.make's type does not say.
+        p: Any = subject.make(**(options or {}))
+        self.p = p
+        net = p.convert_module(subject.model())
+        self.module = _lightning_module_class()(net, subject, **flags)
+        with quiet_trainer():
+            self.trainer = Trainer(
+                accelerator=device.type,
+                devices=1 if device.index is None else [device.index],
+                plugins=[p],
+                gradient_clip_val=clip,
+                gradient_clip_algorithm=algorithm,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+        self.trainer.strategy.connect(self.module)
+        self.module.trainer = self.trainer
+        self.optimizer = self.module.configure_optimizers()
+        self.closures = 0
+
+    @property
+    def net(self) -> nn.Module:
+        net: nn.Module = self.module.net
+        return net
+
+    def backward(self, optimizer: Any) -> Tensor:
+        """The training step's loss through the strategy's backward: pre_backward, backward, post_backward."""
+        loss = _loss(self.net, self.subject)
+        self.trainer.strategy.backward(loss, optimizer)
+        return loss
+
+    def automatic_step(self, poison: float | None = None) -> None:
+        """One step of automatic optimization: optimizer_step with the closure the Trainer's loop builds.
+
+        With ``poison`` (inf or NaN), the closure puts it into the first gradient after backward.
+        """
+
+        def closure() -> Tensor | None:
+            self.closures += 1
+            self.optimizer.zero_grad()
+            loss: Tensor | None = self.module.training_step(None, 0)
+            if loss is None:
+                return None
+            self.trainer.strategy.backward(loss, self.optimizer)
+            if poison is not None:
+                _poison(self.net, poison)
+            self.module.events.append("closure")
+            return loss.detach()
+
+        self.p.optimizer_step(self.optimizer, model=self.module, closure=closure)
+
+    def scale(self) -> float:
+        scaler = getattr(self.p, "scaler", None)
+        return float(scaler.get_scale()) if isinstance(scaler, torch.amp.GradScaler) else 1.0
