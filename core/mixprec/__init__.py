@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mixprec._backend import ALIASES, ANY_DEVICE, Availability, Backend, Device, Request
-from mixprec._contract import STANDARD_CONTRACTS, Contract
+from mixprec._contract import STANDARD_CONTRACTS, Contract, OptionTrial
 from mixprec._errors import (
     BackendNotFoundError,
     BackendUnavailableError,
@@ -81,6 +81,7 @@ __all__ = [
     "OptimizerDeviceError",
     "OptionError",
     "Overflow",
+    "OptionTrial",
     "PluginError",
     "PrecisionError",
     "PrecisionWarning",

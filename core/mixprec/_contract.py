@@ -23,7 +23,7 @@ from typing import Any
 from mixprec._errors import PluginError
 from mixprec._vocabulary import DTYPES, MIXED_PRECISIONS, STANDARD_PRECISIONS, TRUE_PRECISIONS, unknown_capabilities
 
-__all__ = ["DTYPES", "STANDARD_CONTRACTS", "Contract"]
+__all__ = ["DTYPES", "STANDARD_CONTRACTS", "Contract", "OptionTrial"]
 
 #: How far the final loss of the suite's small model may land from float32 training, relative to
 #: the float32 loss, by the dtype the model computes in (see ``mixprec.testing`` for the measurements).
@@ -50,6 +50,65 @@ def capability_reasons(value: Any) -> Mapping[str, str] | str:
     ):
         return f"unsupported {value!r} must map capability names to non-empty reasons"
     return unknown_capabilities(value) or MappingProxyType(dict(value))
+
+
+#: The types of an option value a contract names: plain data, so that a plugin's description imports no torch.
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with lists made tuples, or raise ValueError when it is not plain data."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(item) for item in value)
+    if isinstance(value, _PLAIN):
+        return value
+    raise ValueError(value)
+
+
+@dataclass(frozen=True)
+class OptionTrial:
+    """A backend option the conformance suite must build the precision's objects with, and the effect it must have.
+
+    A contract whose objects take options that change what they promise (which layers a
+    module-converting precision converts, say) names values the suite tries, so that an option
+    the backend ignores fails the suite instead of passing unnoticed.
+
+    Args:
+        options: the options as ``get_precision(precision, device, **options)`` takes them, with plain
+            values (None, bool, int, float, str, or lists and tuples of them; lists are kept as tuples).
+        converts: the layers of the suite's conversion model (``mixprec.testing._conversion``: an
+            ``nn.Sequential`` whose linear layers "0" and "3" are eligible, "5" is not) that
+            ``convert_module`` converts with these options; None when the options are not about
+            conversion, and then objects built with them must compute another output than objects
+            built without them, before or after one step.
+    """
+
+    options: Mapping[str, Any]
+    converts: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        options: Any = self.options
+        if not isinstance(options, Mapping) or not options or not all(isinstance(k, str) for k in options):
+            problems.append(f"options {options!r} must map option names to values, at least one")
+        else:
+            try:
+                object.__setattr__(self, "options", MappingProxyType({k: _plain(v) for k, v in options.items()}))
+            except ValueError as exc:
+                problems.append(f"options {options!r} hold {exc.args[0]!r}, which is not plain data ({_PLAIN_NAMES})")
+        converts: Any = self.converts
+        if converts is not None:
+            if isinstance(converts, str) or not isinstance(converts, (tuple, list)):
+                problems.append(f"converts {converts!r} must be None or a tuple of layer names")
+            elif not all(isinstance(name, str) for name in converts):
+                problems.append(f"converts {converts!r} must name layers by strings ('0', '3')")
+            else:
+                object.__setattr__(self, "converts", tuple(converts))
+        if problems:
+            raise PluginError("Invalid OptionTrial: " + "; ".join(problems))
+
+
+_PLAIN_NAMES = "None, bool, int, float, str, or lists and tuples of them"
 
 
 @dataclass(frozen=True)
@@ -82,6 +141,9 @@ class Contract:
             the dtype it computes in (see :attr:`rtol`).
         unsupported: the optional capabilities of ``mixprec.testing.CAPABILITIES`` this precision
             lacks, each with the reason, added to those its backend declares for all its precisions.
+        option_trials: option values the conformance suite builds objects with, each with the effect
+            it must have (:class:`OptionTrial`); a trial that says which layers are converted needs a
+            contract that converts modules.
         description: one line on what the precision is, for ``mixprec list`` and ``explain``.
     """
 
@@ -96,6 +158,7 @@ class Contract:
     training_rtol: float | None = None
     unsupported: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    option_trials: tuple[OptionTrial, ...] = ()
 
     def __post_init__(self) -> None:
         # Contracts come from third-party plugins: check every field at run time, whatever the annotations say.
@@ -132,8 +195,20 @@ class Contract:
         description: Any = self.description
         if not isinstance(description, str):
             problems.append(f"description {description!r} must be a string")
+        problems += self._trial_problems()
         if problems:
             raise PluginError("Invalid Contract: " + "; ".join(problems))
+
+    def _trial_problems(self) -> list[str]:
+        trials: Any = self.option_trials
+        if isinstance(trials, OptionTrial) or not isinstance(trials, (tuple, list)):
+            return [f"option_trials {trials!r} must be a tuple of mixprec.OptionTrial"]
+        if not all(isinstance(trial, OptionTrial) for trial in trials):
+            return [f"option_trials {trials!r} must hold mixprec.OptionTrial objects"]
+        object.__setattr__(self, "option_trials", tuple(trials))
+        if not self.converts_modules and any(trial.converts is not None for trial in trials):
+            return ["option_trials say which layers are converted, but converts_modules is empty"]
+        return []
 
     @property
     def rtol(self) -> float:
@@ -169,6 +244,8 @@ STANDARD_CONTRACTS: Mapping[str, Contract] = MappingProxyType(
             converts_modules=("torch.nn.Linear",),
             matmul_dtype="float8_e4m3fn",
             dims_multiple=16,
+            # A filter by layer-name patterns: of the conversion model's eligible layers "0" and "3", only "0".
+            option_trials=(OptionTrial({"module_filter": ["0"]}, converts=("0",)),),
             description="float8 matmuls with dynamic scaling in the converted layers, the rest as bf16-mixed",
         ),
     }

@@ -38,6 +38,7 @@ def create(request):
 
 _CONTROL = """
 import contextlib
+import copyreg
 import math
 
 import torch
@@ -83,6 +84,16 @@ class TrainerMixed(ScalerGuard, trainer.MixedPrecision):
     # The Trainer files a plugin's state under its class's __qualname__: Lightning's, as mixprec's classes keep it.
     __qualname__ = "MixedPrecision"
 {trainer_methods}
+
+
+def _trainer_mixed(state):
+    obj = TrainerMixed.__new__(TrainerMixed)
+    obj.__dict__.update(state)
+    return obj
+
+
+# pickle finds a class by its __qualname__, which here names Fabric's class in this module: say how to rebuild it.
+copyreg.pickle(TrainerMixed, lambda obj: (_trainer_mixed, (obj.__dict__,)))
 
 
 class TrainerHalf(ScalerGuard, trainer.HalfPrecision):
@@ -168,7 +179,7 @@ def install(
     package = "cf_" + name.replace("-", "_")
     declared = "{" + ", ".join(f"{p!r}: {source}" for p, source in (contracts or {}).items()) + "}"
     plugin = f"""
-        from mixprec import Backend, Contract, hookimpl
+        from mixprec import Backend, Contract, OptionTrial, hookimpl
 
 
         @hookimpl

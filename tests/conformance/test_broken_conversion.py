@@ -100,20 +100,22 @@ DEFECTS = [
     ),
     _defect(
         "converts-ineligible-layers",
-        "conversion_leaves_other_layers",
+        "conversion_leaves_other_layers option_trials_applied convert_module_in_place linear_subclasses_converted",
         """
         def convert_module(self, module):
             return convert_to_float8_training(module, config=self.layers.config)  # torchao without a filter
         """,
-        note="torchao's emulation takes a Linear(32, 1) on the CPU; float8 tensor cores do not",
+        note="torchao's emulation takes a Linear(32, 1) on the CPU; float8 tensor cores do not. Without a filter it"
+        " also ignores module_filter, converts its own float8 layers again, and takes subclasses of nn.Linear",
     ),
     _defect(
         "matmuls-in-bfloat16",
-        "converted_matmul_dtype",
+        "converted_matmul_dtype option_trials_applied",
         """
         def convert_module(self, module):
             return placeholders(module)  # layers of its own, computing as nn.Linear does
         """,
+        note="its placeholders take no module_filter either",
     ),
     _defect(
         "state-dict-gains-keys",
@@ -151,7 +153,8 @@ DEFECTS = [
     ),
     _defect(
         "converts-a-copy",
-        "conversion_idempotent fabric_setup_converts trainer_converts fabric_loop trainer_fit trainer_checkpoint_key",
+        "conversion_idempotent fabric_setup_converts trainer_converts fabric_loop trainer_fit trainer_checkpoint_key"
+        " convert_module_in_place",
         """
         def convert_module(self, module):
             return super().convert_module(copy.deepcopy(module))  # "leave the user's model as it is"

@@ -202,9 +202,37 @@ Trainer's loops and strategy call it
       GradScaler state, through ``on_load_checkpoint`` and ``load_state_dict``
       (``trainer_resume_restores_scaler_state``). One fit and one resume per precision serve these.
 
+The object as a whole
+    - leaves torch's process-wide switches as they were through every context and ``teardown()``:
+      cuDNN's benchmark and deterministic modes, the TF32 settings of cuDNN and oneDNN, the CUDA
+      matmuls' reduced-precision reductions, the attention kernels, oneDNN, opt_einsum, the MHA fast
+      path and flush-denormal (``torch_flags_restored``);
+    - torn down from float64 or float16 as torch's default dtype, leaves that default as it was
+      (``teardown_restores_another_default_dtype``);
+    - nests its contexts: once the outer of two nested ``forward_context()``s exits, the state is as
+      before it (``nested_forward_context_restores_state``); ``module_init_context()`` and
+      ``tensor_init_context()`` nest in each other and in themselves (``nested_init_contexts``);
+    - keeps what ``forward_context()`` changes in the thread that entered it
+      (``forward_context_thread_local``), and serves two threads in its ``forward_context()`` at once,
+      each as one thread alone (``forward_context_concurrent_threads``);
+    - pickles, as ``ddp_spawn`` needs, with its GradScaler's state, into a copy that computes and steps
+      as it does (``pickle_round_trip``);
+    - converts a module in place: ``convert_module`` returns the module it is given with the same
+      parameters, and the same again when converting it twice (``convert_module_in_place``), and
+      handles a subclass of ``nn.Linear`` as an ``nn.Linear``, keeping its own ``forward``
+      (``linear_subclasses_converted``);
+    - takes the option values its contract names (``Contract.option_trials``), with the effect the
+      contract says (``option_trials_applied``).
+
+Steps are compared weight by weight with the exact SGD step (``w - lr * g`` in float64), within one
+unit in the last place of the parameters' dtype: rounding to nearest or stochastically, with any
+seed, stays within it; a wrong learning rate, parameter group or scale does not
+(``mixprec/testing/_rounding.py``).
+
 A contract whose ``converts_modules`` is not empty is also held to the module-conversion checks
 (which layers are converted, that the converted model trains and keeps the plain model's
-``state_dict``, that Fabric and the Trainer apply it), written down in ``mixprec/testing/_conversion.py``.
+``state_dict``, that Fabric and the Trainer apply it), written down in ``mixprec/testing/_conversion.py``;
+for a float8 ``matmul_dtype``, its forward uses no other float8 dtype (``float8_format``).
 """
 
 from __future__ import annotations

@@ -386,5 +386,6 @@ def undeclared_contract(subject: Subject) -> str:
         " backend's description, e.g. Backend(..., contracts={"
         f"{subject.precision!r}: Contract(compute_dtype='bfloat16', autocast=True)"
         "}) with `from mixprec import Contract` (its fields: compute_dtype, parameter_dtype, autocast,"
-        " loss_scaling, converts_io, converts_modules, matmul_dtype, training_rtol, unsupported, description)."
+        " loss_scaling, converts_io, converts_modules, matmul_dtype, dims_multiple, training_rtol, unsupported,"
+        " option_trials, description)."
     )

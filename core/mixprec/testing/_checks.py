@@ -6,8 +6,11 @@ small functions named after the behaviour they test: ``_checks_object`` (the obj
 (``convert_module``, ``convert_input``, ``convert_output``), ``_checks_step`` (``backward``,
 ``optimizer_step``, ``unscale_gradients``, ``main_params``), ``_checks_state`` (``state_dict``,
 ``load_state_dict``), ``_checks_telemetry`` (``telemetry``, collapse detection), ``_checks_training``
-(end to end), ``_checks_trainer`` (the Trainer's hooks, a fit and a resume) and ``_conversion`` (module
-conversion). What
+(end to end), ``_checks_trainer`` (the Trainer's hooks, a fit and a resume), ``_conversion`` (module
+conversion), and the promises of the object as a whole, a module each: ``_torch_flags`` (torch's
+process-wide switches), ``_teardown``, ``_nesting``, ``_threads``, ``_pickling``, ``_identity`` (conversion in
+place), ``_linear_subclasses``, ``_options`` (the option values a contract names) and ``_float8`` (the
+format). What
 they share (:class:`~mixprec.testing._base.Check`, :class:`~mixprec.testing._base.Subject`, the
 failures and helpers) is in :mod:`mixprec.testing._base`. Importing a group registers nothing: a
 check runs because it is listed here, and the docstring of :mod:`mixprec.testing` lists every promise
@@ -25,6 +28,15 @@ from mixprec.testing import _checks_telemetry as telemetry
 from mixprec.testing import _checks_trainer as trainer
 from mixprec.testing import _checks_training as training
 from mixprec.testing import _conversion as conversion
+from mixprec.testing import _float8 as float8
+from mixprec.testing import _identity as identity
+from mixprec.testing import _linear_subclasses as subclasses
+from mixprec.testing import _nesting as nesting
+from mixprec.testing import _options as options
+from mixprec.testing import _pickling as pickling
+from mixprec.testing import _teardown as teardown
+from mixprec.testing import _threads as threads
+from mixprec.testing import _torch_flags as flags
 from mixprec.testing._base import Check
 
 __all__ = ["CHECKS"]
@@ -108,4 +120,15 @@ CHECKS: tuple[Check, ...] = (
     conversion.conversion_idempotent,
     conversion.fabric_setup_converts,
     conversion.trainer_converts,
+    flags.torch_flags_restored,
+    teardown.teardown_restores_another_default_dtype,
+    nesting.nested_forward_context_restores_state,
+    nesting.nested_init_contexts,
+    threads.forward_context_thread_local,
+    threads.forward_context_concurrent_threads,
+    pickling.pickle_round_trip,
+    identity.convert_module_in_place,
+    subclasses.linear_subclasses_converted,
+    options.option_trials_applied,
+    float8.float8_format,
 )

@@ -31,13 +31,13 @@ from mixprec.testing._base import (
     _require,
     _scale,
     _scaler,
-    _sgd_step,
     _true_gradients,
     _weights,
     _wide_parameters,
     check,
 )
 from mixprec.testing._contract import SCALER_OPTIONS
+from mixprec.testing._rounding import require_step
 
 
 def _gradients(model: torch.nn.Module) -> list[Tensor]:
@@ -56,24 +56,36 @@ def step_applied(subject: Subject, contract: Contract) -> None:
     """backward() then optimizer_step() applies every step with finite gradients: the true gradients, in every
     parameter group with its own learning rate.
 
-    Compared within the tolerance of the parameters' dtype, so a backend that rounds its updates (stochastic
-    rounding) passes, and an error smaller than that rounding cannot be told apart without running long.
+    Each weight must land within one unit in the last place of the parameters' dtype of the exact step
+    (``w - lr * g`` in float64): rounding to nearest and stochastic rounding, with any seed, stay within it, and
+    a wrong learning rate, group or scale does not (see ``mixprec.testing._rounding``).
     """
     p = subject.make()
     model = p.convert_module(subject.model())
     optimizer = torch.optim.SGD(_param_groups(model))
     for step in range(3):
-        expected = _sgd_step(model, _true_gradients(model, subject))
+        before, gradients = _weights(model), _true_gradients(model, subject)
         optimizer.zero_grad()
         p.backward(_loss(model, subject), model)
         p.optimizer_step(optimizer)
-        _close(
-            _weights(model),
-            expected,
-            f"after step {step + 1} through backward() and optimizer_step() the weights are not those of torch's SGD"
-            " step with the true gradients in both parameter groups: backward must compute the gradients of the loss"
-            " (scaled, with a GradScaler) and optimizer_step step once with them (unscaled)",
+        _stepped(
+            model,
+            before,
+            gradients,
+            f"after step {step + 1} through backward() and optimizer_step()",
+            "backward must compute the gradients of the loss (scaled, with a GradScaler) and optimizer_step step once"
+            " with them (unscaled), in every parameter group with its own settings",
         )
+
+
+def _stepped(model: torch.nn.Module, before: list[Tensor], gradients: list[Tensor], what: str, fix: str) -> None:
+    """Require ``model``'s weights to be ``before`` stepped by SGD with ``gradients`` in :func:`_param_groups`."""
+    groups = _param_groups(model)
+    lrs = [float(group["lr"]) for group in groups for _ in group["params"]]
+    numbers = [number for number, group in enumerate(groups, 1) for _ in group["params"]]
+    problem = require_step(before, _weights(model), gradients, lrs, numbers, what)
+    if problem is not None:
+        raise CheckFailed(f"{problem}. {fix}")
 
 
 @check(targets=FABRIC)
@@ -345,7 +357,7 @@ def unscale_before_clipping(subject: Subject, contract: Contract) -> None:
     true = _true_gradients(model, subject)
     true_norm = _norm(true)
     max_norm = true_norm / 2
-    expected = _sgd_step(model, [g * (max_norm / (true_norm + 1e-6)) for g in true])
+    start = _weights(model)
     p.backward(_loss(model, subject), model)
     p.unscale_gradients(optimizer)
     norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
@@ -354,12 +366,14 @@ def unscale_before_clipping(subject: Subject, contract: Contract) -> None:
         f"after unscale_gradients() the gradient norm is {norm:g}, not the true norm {true_norm:g}: unscale_gradients"
         " must call self.scaler.unscale_(optimizer), which unscales every parameter group",
     )
+    clipped = [grad.clone() for grad in _gradients(model)]
     p.optimizer_step(optimizer)
-    _close(
-        _weights(model),
-        expected,
-        "the step after clipping did not apply the clipped, unscaled gradients: after self.scaler.unscale_(),"
-        " self.scaler.step() must not unscale again (one GradScaler, one unscale per step)",
+    _stepped(
+        model,
+        start,
+        clipped,
+        "the step after clipping did not apply the clipped, unscaled gradients",
+        "after self.scaler.unscale_(), self.scaler.step() must not unscale again (one GradScaler, one unscale a step)",
     )
 
 
@@ -383,13 +397,12 @@ def unscale_gradients_without_scaler(subject: Subject, contract: Contract) -> No
         " GradScaler; there is nothing to unscale: leave the gradients alone (Lightning's Precision returns)",
     )
     norm = _norm(before)
-    expected = _sgd_step(model, [g * ((norm / 2) / (norm + 1e-6)) for g in before])
+    start = _weights(model)
     torch.nn.utils.clip_grad_norm_(model.parameters(), norm / 2)
+    clipped = [grad.clone() for grad in _gradients(model)]
     p.optimizer_step(optimizer)
-    _close(
-        _weights(model),
-        expected,
-        "the step after clipping did not apply the clipped gradients: step with them as given",
+    _stepped(
+        model, start, clipped, "the step after clipping did not apply the clipped gradients", "step with them as given"
     )
 
 

@@ -39,6 +39,7 @@ from mixprec._policies import current
 from mixprec._presence import absence
 from mixprec._registry import Registered, Snapshot
 from mixprec._resolver import Record
+from mixprec.testing import _torch_flags as torch_flags
 from mixprec.testing._base import Check, CheckFailed, CheckSkipped, Subject, undeclared_contract
 from mixprec.testing._checks import CHECKS
 from mixprec.testing._checks_object import contract_declared
@@ -108,7 +109,7 @@ class Case:
         contract = self.subject.contract
         if contract is None:  # its only case is contract_declared
             raise CheckFailed(undeclared_contract(self.subject))
-        with one_thread(), isolated(self.subject.device.type):
+        with one_thread(), isolated(self.subject.device.type), torch_flags.restored():
             self.check(self.subject, contract)
 
     def run(self) -> Result:
