@@ -5,8 +5,9 @@
 installed wheel.
 
 :data:`CONTROL_POLICY` builds Lightning's own, unmodified precision classes, each with mixprec's
-state refusal (``ScalerGuard``) as its only addition, and the GradScaler torch builds from the
-user's options: the control that must pass every check. :func:`broken_policy` is the same policy
+state refusal (``ScalerGuard``) as its only addition, and the GradScaler ``make_scaler`` builds from the
+user's options (torch's, with the options checked against what its tensors keep): the control that must
+pass every check. :func:`broken_policy` is the same policy
 with one defect: the methods given replace the control's own.
 """
 
@@ -44,7 +45,7 @@ from lightning.fabric.plugins.precision import DoublePrecision, HalfPrecision, M
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from mixprec import Availability
-from mixprec.precision import ScalerGuard
+from mixprec.precision import ScalerGuard, make_scaler
 
 SHARED = {{}}
 
@@ -58,7 +59,7 @@ def device_count():
 
 
 def scaler(request):
-    return torch.amp.GradScaler(request.device.type, **request.options)
+    return make_scaler(request)
 
 
 class Mixed(ScalerGuard, MixedPrecision):

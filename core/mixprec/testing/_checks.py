@@ -17,6 +17,7 @@ from __future__ import annotations
 from mixprec.testing import _checks_context as context
 from mixprec.testing import _checks_convert as convert
 from mixprec.testing import _checks_object as object_
+from mixprec.testing import _checks_scaler_limits as scaler_limits
 from mixprec.testing import _checks_state as state
 from mixprec.testing import _checks_step as step
 from mixprec.testing import _checks_training as training
@@ -77,6 +78,10 @@ CHECKS: tuple[Check, ...] = (
     state.load_state_dict_restores,
     state.state_dict_torch_save,
     state.incompatible_state_dict,
+    scaler_limits.scaler_options_out_of_range_refused,
+    scaler_limits.scaler_options_at_their_limits_accepted,
+    scaler_limits.scaler_state_out_of_range_refused,
+    scaler_limits.scaler_state_at_its_limits_loaded,
     training.training_matches_fp32,
     training.fabric_loop,
     conversion.converts_eligible_layers,
