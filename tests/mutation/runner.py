@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tests.mutation.operators import operator_names, sites
-from tests.mutation.world import TARGETS, Mutant, World, source
+from tests.mutation.world import TARGETS, Mutant, World, source, target_of
 
 __all__ = [
     "EQUIVALENTS",
@@ -307,7 +307,7 @@ def run(mutants: Sequence[Mutant], timeout: float = 120.0, progress: bool = Fals
                 Result(
                     mutant.id,
                     mutant.module,
-                    TARGETS[mutant.module],
+                    target_of(mutant.module, change.function),
                     mutant.operator,
                     change.function,
                     change.line,
@@ -329,19 +329,28 @@ def run(mutants: Sequence[Mutant], timeout: float = 120.0, progress: bool = Fals
 
 @dataclass(frozen=True)
 class Equivalent:
-    """A mutant that no check can kill, because it does not change what an object promises, and why."""
+    """Mutants no check can kill, because they change nothing an object promises, and why.
+
+    An entry names one mutant (``operator``, ``before`` and ``after`` given) or every mutant of a function
+    (only ``module`` and ``function``): a function whose code no object mixprec builds can run.
+    """
 
     module: str
     function: str
-    operator: str
-    before: str
-    after: str
     reason: str
+    operator: str | None = None
+    before: str | None = None
+    after: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the entry names one mutant rather than a whole function."""
+        return self.operator is not None
 
     def matches(self, result: Result) -> bool:
-        return (self.module, self.function, self.operator, self.before, self.after) == (
-            result.module,
-            result.function,
+        if (self.module, self.function) != (result.module, result.function):
+            return False
+        return not self.exact or (self.operator, self.before, self.after) == (
             result.operator,
             result.before,
             result.after,
@@ -384,8 +393,8 @@ def score(results: Sequence[Result], equivalents: Sequence[Equivalent]) -> dict[
     """Scores by module, by target and overall (``{"module": {...}, "target": {...}, "all": {"all": ...}}``).
 
     A timeout counts as killed (the suite did not pass). An unreached or surviving mutant counts as
-    surviving unless it is recorded as equivalent; an equivalent the suite killed counts as killed and is
-    listed, so that a record that is wrong shows.
+    surviving unless it is recorded as equivalent; an equivalent the suite killed counts as killed, and
+    one recorded by itself is listed, so that a record that is wrong shows.
     """
     scores: dict[str, dict[str, Score]] = {"module": {}, "target": {}, "all": {}}
     for result in results:
@@ -395,7 +404,7 @@ def score(results: Sequence[Result], equivalents: Sequence[Equivalent]) -> dict[
             s = scores[kind].setdefault(key, Score())
             if result.outcome in ("killed", "timeout"):
                 s.killed += 1
-                if equivalent is not None:
+                if equivalent is not None and equivalent.exact:
                     s.equivalent_killed.append(result.id)
             elif equivalent is not None:
                 s.equivalent += 1

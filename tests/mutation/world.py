@@ -33,7 +33,7 @@ from typing import Any
 
 from tests.mutation.operators import Change, mutate
 
-__all__ = ["TARGETS", "WORLD", "Mutant", "World", "source"]
+__all__ = ["FSDP_NAMES", "TARGETS", "WORLD", "Mutant", "World", "source", "target_of"]
 
 #: The modules a mutant is built from, in the order they import each other: a module's dependencies come first.
 WORLD = (
@@ -69,7 +69,18 @@ TARGETS: Mapping[str, str] = {
     "mixprec._scaler": "shared",
 }
 
+#: mixprec's names that exist for the FSDP strategies only: their mutants count toward the "fsdp" target.
+FSDP_NAMES = frozenset({"DeviceFSDP", "FSDPPrecision", "_lightning_scaler_ignored"})
+
 _BASE = "_mutation_base_"
+
+
+def target_of(module: str, function: str) -> str:
+    """The target a mutant of ``function`` in ``module`` counts toward: "fabric", "trainer", "shared", or "fsdp" for
+    the classes only the FSDP strategies get (Lightning's ``fsdp`` modules and mixprec's classes on them)."""
+    if module.endswith(".fsdp") or function.split(".")[0] in FSDP_NAMES:
+        return "fsdp"
+    return TARGETS[module]
 
 
 def source(module: str) -> str:
