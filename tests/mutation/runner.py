@@ -149,7 +149,8 @@ def _affected(mutant: Mutant, tree: ast.Module, function: str, classes: Mapping[
 
 
 def _covered() -> set[tuple[str, int]]:
-    """The lines of the mutated modules that the suite runs against the installed classes: (file, line).
+    """The lines of the mutated modules that run, as (file, line): while the modules execute (a mutant's
+    modules are executed anew) and while the suite runs against the installed classes.
 
     A mutant elsewhere behaves exactly as the installed code under the suite, so it survives without a run.
     """
@@ -174,6 +175,8 @@ def _covered() -> set[tuple[str, int]]:
         threading.settrace(calls)
         sys.settrace(calls)
         try:
+            for module in TARGETS:
+                World(ast.parse(source(module)), module).module(module)
             suite.run()
         finally:
             sys.settrace(None)

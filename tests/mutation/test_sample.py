@@ -1,9 +1,12 @@
 """The conformance suite kills at least 90 % of a fixed sample of generated mutants that are not equivalent.
 
-The sample is every 7th mutant of each mutated module (``tests/mutation/runner.py``), for Fabric's
-classes, the Trainer's and the GradScaler checks they share. It runs in its own tox env
-(``tox -e mutation``), a few minutes on two cores; elsewhere it is skipped. The full run, with its
-score per module and per target, is ``benchmarks/mutation.py`` (``benchmarks/RESULTS.md``).
+The sample is every 7th mutant of each mutated module (``tests/mutation/runner.py``), and the goal
+holds for each target: Fabric's classes, the Trainer's, and the GradScaler checks they share. The
+classes only the FSDP strategies get (target "fsdp") are not held to it: the suite asks for no
+strategy, so it never builds them, and ``benchmarks/mutation.py`` reports their score as it is. The
+sample runs in its own tox env (``tox -e mutation``), a few minutes on two cores; elsewhere it is
+skipped. The full run, with its score per module and per target, is ``benchmarks/mutation.py``
+(``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

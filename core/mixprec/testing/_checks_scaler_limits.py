@@ -71,6 +71,8 @@ BAD_OPTIONS: tuple[Mapping[str, Any], ...] = (
 GOOD_OPTIONS: tuple[Mapping[str, Any], ...] = (
     {"init_scale": FLOAT32_MAX},
     {"init_scale": 2.0**-125, "backoff_factor": 0.5},
+    # Rounds to 2**-125 in float32, as the scale torch keeps: one backoff leaves the smallest normal float32.
+    {"init_scale": 2.0**-125 * (1 - 2**-40), "backoff_factor": 0.5},
     {"init_scale": 2.0**100, "backoff_factor": 2.0**-149},
     {"growth_factor": ABOVE_ONE},
     {"growth_factor": FLOAT32_MAX},
