@@ -127,7 +127,11 @@ def test_it_passes_mixprec_check(installed: Site) -> None:
     report = json.loads(ran.out)
     assert ran.code == 0
     assert report["passed"] > 0
-    assert [r["check"] for r in report["results"] if r["outcome"] == "skipped"] == ["lbfgs_closure"]
+    skipped = [r for r in report["results"] if r["outcome"] == "skipped"]
+    assert [r["id"] for r in skipped if r["target"] == "fabric"] == ["bf16-true:lbfgs_closure"]
+    trainers = [r for r in skipped if r["target"] == "trainer"]
+    assert trainers
+    assert all("builds objects only for target='fabric'" in r["detail"] for r in trainers)
 
 
 @pytest.mark.slow
@@ -152,9 +156,13 @@ def test_an_option_it_does_not_take_is_an_option_error(installed: Site) -> None:
         mixprec.get_precision("bf16-true", "cpu", init_scale=2.0)
 
 
-def test_the_trainer_target_is_refused_with_what_to_do(installed: Site) -> None:
-    with pytest.raises(mixprec.PrecisionError, match="Lightning Fabric only"):
-        mixprec.get_precision("bf16-true", "cpu", target="trainer")
+def test_for_the_trainer_another_backend_serves_bf16_true_since_it_builds_fabrics_objects_only(installed: Site) -> None:
+    assert mixprec.get_precision("bf16-true", "cpu", target="trainer").mixprec_backend != "sr"
+
+
+def test_asking_it_for_the_trainer_by_name_is_refused_with_what_to_do(installed: Site) -> None:
+    with pytest.raises(mixprec.PrecisionError, match=r"only for target='fabric', not for target='trainer'"):
+        mixprec.get_precision("bf16-true", "cpu", backend="sr", target="trainer")
 
 
 # --- how users select it or keep it out (as the walk-through says) --------------------------------

@@ -38,9 +38,12 @@ class Auto(NamedTuple):
     rule: str
 
 
-def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None) -> Auto:
-    """Take the first precision of AUTO_ORDER whose selected backend is available, else "32-true" if usable."""
-    if backend is not None and not any(offers(snap, backend, p, device) for p in AUTO_ORDER):
+def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None, target: str = "fabric") -> Auto:
+    """Take the first precision of AUTO_ORDER whose selected backend is available, else "32-true" if usable.
+
+    Only backends that build objects for ``target`` are candidates (see :func:`~mixprec._selection.select`).
+    """
+    if backend is not None and not any(offers(snap, backend, p, device, target) for p in AUTO_ORDER):
         if backend not in snap.backends:
             error: PrecisionError = unknown_backend(snap, backend, "backend=")
         else:
@@ -51,7 +54,17 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None) ->
         return Auto([], None, error, "")
     # backend= applies to the precisions that backend offers; the others are selected as usual.
     steps = [
-        (p, select(snap, caches, p, device, backend if backend and offers(snap, backend, p, device) else None))
+        (
+            p,
+            select(
+                snap,
+                caches,
+                p,
+                device,
+                backend if backend and offers(snap, backend, p, device, target) else None,
+                target,
+            ),
+        )
         for p in AUTO_ORDER
     ]
     rule = f"auto takes the first of {', '.join(AUTO_ORDER)} whose selected backend is available here, not merely slow"

@@ -27,6 +27,8 @@ __all__ = [
     "Device",
     "Request",
     "Status",
+    "TARGETS",
+    "Target",
 ]
 
 #: ``Backend.device_type`` of a backend that serves every device type (the core's "true" precisions).
@@ -36,6 +38,10 @@ ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-tr
 _RESERVED_PRECISIONS = frozenset({*ALIASES, "auto"})
 
 Status = Literal["available", "slow", "unavailable", "failed"]
+
+#: The objects a backend can build: for Lightning Fabric (``target="fabric"``) and the Lightning Trainer.
+Target = Literal["fabric", "trainer"]
+TARGETS: tuple[Target, ...] = ("fabric", "trainer")
 #: Where the contract of a precision a backend offers comes from (see :meth:`Backend.contract_source`).
 ContractSource = Literal["standard", "declared", "undeclared"]
 
@@ -156,7 +162,7 @@ class Request:
     precision: str
     device: Device
     backend: str
-    target: Literal["fabric", "trainer"] = "fabric"
+    target: Target = "fabric"
     strategy: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -177,6 +183,13 @@ class Backend:
         contracts: the contract of each precision it offers that is not standard (not in
             :data:`~mixprec.STANDARD_CONTRACTS`), which the conformance suite holds its objects to.
             A standard precision's contract is the core's and cannot be redefined.
+        targets: the objects it builds, of :data:`TARGETS`: by default both, for Fabric and for the Trainer.
+            A backend that builds only one says so here (``targets=("fabric",)``): the resolver passes it
+            over for the other target and selects the next candidate, and the conformance suite skips the
+            other target's checks with this reason.
+        expected_failed_checks: the conformance checks (by name, as ``mixprec.testing.CHECKS`` names them)
+            it knowingly fails, each with the reason. The suite reports each such case as an expected
+            failure, and as a failure if it passes ("unexpectedly passed"), so the list stays true.
     """
 
     name: str
@@ -187,6 +200,8 @@ class Backend:
     unsupported: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
     contracts: Mapping[str, Contract] = field(default_factory=dict)
+    targets: tuple[Target, ...] = TARGETS
+    expected_failed_checks: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Plugins are third-party code: check every field's type at run time, whatever the annotations say.
@@ -236,8 +251,32 @@ class Backend:
             if stray:
                 problems.append(f"contracts {stray!r} are for precisions it does not offer")
             object.__setattr__(self, "contracts", MappingProxyType(dict(contracts)))
+        problems += self._check_targets()
+        expected = capability_reasons(self.expected_failed_checks)
+        if expected is None:
+            problems.append(
+                f"expected_failed_checks {self.expected_failed_checks!r} must map check names to non-empty reasons"
+            )
+        else:
+            object.__setattr__(self, "expected_failed_checks", expected)
         if problems:
             raise PluginError("Invalid Backend description: " + "; ".join(problems))
+
+    def _check_targets(self) -> list[str]:
+        targets: Any = self.targets
+        if isinstance(targets, str) or not isinstance(targets, (tuple, list)) or not targets:
+            return [f"targets {targets!r} must be a non-empty tuple of {', '.join(map(repr, TARGETS))}"]
+        unknown = [t for t in targets if t not in TARGETS]
+        if unknown:
+            return [f"targets {unknown!r} are not targets; the targets are {', '.join(map(repr, TARGETS))}"]
+        if len(set(targets)) != len(targets):
+            return [f"targets {targets!r} lists one target twice"]
+        object.__setattr__(self, "targets", tuple(str.__str__(t) for t in targets))
+        return []
+
+    def serves(self, target: str) -> bool:
+        """Whether it builds objects for ``target`` ("fabric" or "trainer")."""
+        return target in self.targets
 
     def contract(self, precision: str) -> Contract | None:
         """The contract of ``precision`` as this backend offers it: the core's, its own, or None if undeclared."""

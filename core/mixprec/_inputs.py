@@ -18,7 +18,7 @@ import difflib
 import sys
 from typing import Any
 
-from mixprec._backend import ALIASES, ANY_DEVICE, Device
+from mixprec._backend import ALIASES, ANY_DEVICE, TARGETS, Device
 from mixprec._contract import STANDARD_CONTRACTS
 from mixprec._errors import DeviceError, PrecisionError, UnknownPrecisionError
 from mixprec._registry import Snapshot
@@ -45,7 +45,6 @@ KNOWN_DISTRIBUTIONS = {"cpu": "mixprec-cpu", "cuda": "mixprec-cuda", "mps": "mix
 PRECISION_DISTRIBUTIONS = {"fp8-mixed": "mixprec-fp8"}
 #: Device types torch knows, accepted even when no backend registers them (the "true" precisions run there).
 TORCH_DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "xla", "hpu", "mtia", "meta", "privateuseone"})
-TARGETS = ("fabric", "trainer")
 _ACCELERATOR_DEVICE_TYPES = {"tpu": "xla", "gpu": "cuda"}
 _INTEGER_PRECISIONS = {16: "16-mixed", 32: "32-true", 64: "64-true"}
 _PLAIN_PRECISION = frozenset({str, int})

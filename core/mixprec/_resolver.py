@@ -69,13 +69,13 @@ def _plan(
     name = canonical_precision(precision, snap)
     dev = requested_device(device, snap) or best_device(snap, caches)
     if name == "auto":
-        found = auto(snap, caches, dev, backend)
+        found = auto(snap, caches, dev, backend, target)
         if found.taken is None:
             assert found.error is not None
             raise found.error
         name, choice = found.steps[found.taken]
     else:
-        choice = select(snap, caches, name, dev, backend)
+        choice = select(snap, caches, name, dev, backend, target)
         if choice.error is not None:
             raise choice.error
     assert choice.chosen is not None
@@ -166,7 +166,7 @@ def get_precision(
 
 def _slow_warning(snap: Snapshot, caches: Caches, request: Request, availability: Availability) -> str:
     """Why a slow precision was built anyway, and what "auto" would take on the device instead."""
-    found = auto(snap, caches, request.device, None)
+    found = auto(snap, caches, request.device, None, request.target)
     instead = (
         f" get_precision('auto') takes {found.steps[found.taken][0]!r} here."
         if found.taken is not None and found.steps[found.taken][0] != request.precision

@@ -52,23 +52,41 @@ class Choice(NamedTuple):
         return next((a.status for r, a in self.candidates if r is self.chosen), None)
 
 
-def candidates(snap: Snapshot, precision: str, device: Device) -> list[Registered]:
-    return [r for r in snap.for_device_type(device.type) if precision in r.backend.precisions]
+def candidates(snap: Snapshot, precision: str, device: Device, target: str = "fabric") -> list[Registered]:
+    """The backends offering ``precision`` on ``device``'s type that build objects for ``target``."""
+    return [
+        r for r in snap.for_device_type(device.type) if precision in r.backend.precisions and r.backend.serves(target)
+    ]
 
 
-def offers(snap: Snapshot, name: str, precision: str, device: Device) -> bool:
-    """Whether backend ``name`` is among the candidates for ``precision`` on ``device``."""
-    return any(r.backend.name == name for r in candidates(snap, precision, device))
+def offers(snap: Snapshot, name: str, precision: str, device: Device, target: str = "fabric") -> bool:
+    """Whether backend ``name`` is among the candidates for ``precision`` on ``device`` and ``target``."""
+    return any(r.backend.name == name for r in candidates(snap, precision, device, target))
 
 
 def _order(reg: Registered, availability: Availability) -> tuple[int, int, str]:
     return (0 if availability.status == "available" else 1, -reg.backend.priority, reg.backend.name)
 
 
-def select(snap: Snapshot, caches: Caches, precision: str, device: Device, backend: str | None) -> Choice:
-    """Select a backend for ``precision`` on ``device`` by the rules above; ``backend`` is ``backend=``."""
-    found = candidates(snap, precision, device)
+def select(
+    snap: Snapshot,
+    caches: Caches,
+    precision: str,
+    device: Device,
+    backend: str | None,
+    target: str = "fabric",
+) -> Choice:
+    """Select a backend for ``precision`` on ``device`` by the rules above; ``backend`` is ``backend=``.
+
+    Only backends that build objects for ``target`` are candidates: one that declares another target
+    alone (``Backend.targets``) is passed over, and the next candidate serves.
+    """
+    found = candidates(snap, precision, device, target)
     probed = [(r, probe(r, precision, device, snap, caches)) for r in found]
+    if backend is not None:
+        other = _other_target(snap, backend, precision, device, target)
+        if other is not None:
+            return Choice(probed, None, f"backend= names {backend!r}", other, "backend=")
     if not found:
         return Choice(probed, None, RANKING, _not_found(snap, precision, device))
     if backend is not None:
@@ -85,6 +103,24 @@ def select(snap: Snapshot, caches: Caches, precision: str, device: Device, backe
         error = BackendUnavailableError(f"{precision!r} cannot run on {device} here. {reasons}.")
         return Choice(probed, None, RANKING, error)
     return Choice(probed, usable[0][0], RANKING, None)
+
+
+def _other_target(snap: Snapshot, name: str, precision: str, device: Device, target: str) -> PrecisionError | None:
+    """The error for ``backend=`` naming a backend that offers the precision here but not for ``target``."""
+    reg = snap.backends.get(name)
+    if reg is None or reg.backend.serves(target) or reg not in candidates_any_target(snap, precision, device):
+        return None
+    only = " and ".join(repr(t) for t in reg.backend.targets)
+    return BackendNotFoundError(
+        f"Backend {name!r} builds {precision!r} objects only for target={only}, not for target={target!r}"
+        f" (its Backend.targets). Ask it for target={reg.backend.targets[0]!r}, or leave backend unset for"
+        f" another backend that serves target={target!r}."
+    )
+
+
+def candidates_any_target(snap: Snapshot, precision: str, device: Device) -> list[Registered]:
+    """The backends offering ``precision`` on ``device``'s type, whatever the targets they build for."""
+    return [r for r in snap.for_device_type(device.type) if precision in r.backend.precisions]
 
 
 def _forced(

@@ -6,9 +6,10 @@ installed wheel.
 
 :data:`CONTROL_POLICY` builds Lightning's own, unmodified precision classes, each with mixprec's
 state refusal (``ScalerGuard``) as its only addition, and the GradScaler ``make_scaler`` builds from the
-user's options (torch's, with the options checked against what its tensors keep): the control that must
-pass every check. :func:`broken_policy` is the same policy
-with one defect: the methods given replace the control's own.
+user's options (torch's, with the options checked against what its tensors keep): Fabric's classes for
+``target="fabric"``, the Trainer's for ``target="trainer"``. It is the control that must pass every
+check. :func:`broken_policy` is the same policy with one defect: the methods given replace the
+control's own, in Fabric's classes or in the Trainer's.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import math
 
 import torch
 from lightning.fabric.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+from lightning.pytorch.plugins import precision as trainer
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from mixprec import Availability
@@ -78,33 +80,69 @@ class Full(ScalerGuard, Precision):
 {methods}
 
 
+class TrainerMixed(ScalerGuard, trainer.MixedPrecision):
+    # The Trainer files a plugin's state under its class's __qualname__: Lightning's, as mixprec's classes keep it.
+    __qualname__ = "MixedPrecision"
+{trainer_methods}
+
+
+class TrainerHalf(ScalerGuard, trainer.HalfPrecision):
+{trainer_methods}
+
+
+class TrainerDouble(ScalerGuard, trainer.DoublePrecision):
+{trainer_methods}
+
+
+class TrainerFull(ScalerGuard, trainer.Precision):
+{trainer_methods}
+
+
 def build(request):
     precision = request.precision
+    fabric = request.target == "fabric"
     if precision == "16-mixed":
-        return Mixed(precision, request.device.type, scaler=scaler(request))
+        return (Mixed if fabric else TrainerMixed)(precision, request.device.type, scaler=scaler(request))
     if precision == "bf16-mixed":
-        return Mixed(precision, request.device.type)
+        return (Mixed if fabric else TrainerMixed)(precision, request.device.type)
     if precision in ("16-true", "bf16-true"):
-        return Half(precision)
-    return Double() if precision == "64-true" else Full()
+        return (Half if fabric else TrainerHalf)(precision)
+    if precision == "64-true":
+        return Double() if fabric else TrainerDouble()
+    return Full() if fabric else TrainerFull()
 
 
 def create(request):
+    if request.target == "trainer":
+{trainer_create}
 {create}
 """
 
 
-def broken_policy(methods: str = "pass", create: str = "return build(request)") -> str:
-    """The control policy whose classes have ``methods`` (class-body source) in place of their own.
+def broken_policy(
+    methods: str = "pass",
+    create: str = "return build(request)",
+    trainer_methods: str = "pass",
+    trainer_create: str = "return build(request)",
+) -> str:
+    """The control policy whose Fabric classes have ``methods`` (class-body source) in place of their own, and
+    whose Trainer classes have ``trainer_methods``.
 
-    ``create`` replaces the body of ``create(request)`` for defects in how objects are built; ``build(request)``
-    is the control's object and ``scaler(request)`` its GradScaler.
+    ``create`` replaces the body of ``create(request)`` for Fabric's objects, ``trainer_create`` for the
+    Trainer's, for defects in how objects are built; ``build(request)``
+    is the control's object for the request's target and ``scaler(request)`` its GradScaler. The Trainer's
+    autocast class, ``TrainerMixed``, keeps Lightning's ``__qualname__``, under which the Trainer files its state.
     """
 
     def indented(source: str) -> str:
         return textwrap.indent(textwrap.dedent(source).strip(), "    ")
 
-    return _CONTROL.format(methods=indented(methods), create=indented(create))
+    return _CONTROL.format(
+        methods=indented(methods),
+        create=indented(create),
+        trainer_methods=indented(trainer_methods),
+        trainer_create=textwrap.indent(indented(trainer_create), "    "),
+    )
 
 
 #: Lightning's unmodified classes with ScalerGuard: passes every check of every standard precision.
@@ -120,6 +158,8 @@ def install(
     device_type: str = "cpu",
     unsupported: Mapping[str, str] | None = None,
     contracts: Mapping[str, str] | None = None,
+    targets: Sequence[str] = ("fabric", "trainer"),
+    expected_failed_checks: Mapping[str, str] | None = None,
 ) -> str:
     """Install a distribution whose entry point registers backend ``name`` with ``policy``; return its name.
 
@@ -141,6 +181,8 @@ def install(
                     policy="{package}.policy",
                     unsupported={dict(unsupported or {})!r},
                     contracts={declared},
+                    targets={tuple(targets)!r},
+                    expected_failed_checks={dict(expected_failed_checks or {})!r},
                 )
             ]
     """

@@ -227,6 +227,6 @@ def test_a_broken_conversion_fails_exactly_the_checks_named_for_its_defect(repor
 @pytest.mark.slow
 def test_a_conversion_that_converts_nothing_is_told_which_layers_to_convert(reports: Reports) -> None:
     report = reports.of("broken-converts-nothing", conversion_policy(DEFECTS[0].methods))
-    (failure,) = [r for r in report.failures if r.check == "converts_eligible_layers"]
+    (failure,) = [r for r in report.failures if r.id == "fp8-mixed:converts_eligible_layers"]
     assert "2 of 2 layers the contract converts are still plain" in failure.detail
     assert "torch.nn.Linear whose weight's dimensions are multiples of 16" in failure.detail

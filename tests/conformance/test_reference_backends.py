@@ -17,8 +17,8 @@ def test_the_cpu_backend_passes_every_check_of_every_precision_it_offers() -> No
 
 
 @pytest.mark.slow
-def test_the_example_backend_passes_every_check_but_the_capability_it_declares_unsupported() -> None:
-    report = run("sr")
+def test_the_example_backend_passes_every_fabric_check_but_the_capability_it_declares_unsupported() -> None:
+    report = run("sr", target="fabric")
     assert [(r.check, r.outcome) for r in report.results if r.outcome != "passed"] == [("lbfgs_closure", "skipped")]
 
 

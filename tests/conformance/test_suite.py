@@ -52,7 +52,16 @@ obj = Mixed("bf16-mixed", request.device.type)
 obj.precision = request.precision
 return obj
 """
-OWN_PRECISION_POLICY = broken_policy(create=OWN_PRECISION)
+#: The Trainer's class picks its dtype from the precision's name; under another name it is told the dtype.
+OWN_TRAINER_METHODS = """
+def autocast_context_manager(self):
+    return torch.autocast(self.device, dtype=torch.bfloat16, cache_enabled=False)
+"""
+OWN_TRAINER = {
+    "trainer_create": OWN_PRECISION.replace("Mixed(", "TrainerMixed("),
+    "trainer_methods": OWN_TRAINER_METHODS,
+}
+OWN_PRECISION_POLICY = broken_policy(create=OWN_PRECISION, **OWN_TRAINER)
 
 #: A fused optimizer refused: the one defect of these objects, behind the capability "fused_optimizers".
 NO_FUSED = """
@@ -149,7 +158,7 @@ def test_an_object_that_breaks_its_declared_contract_fails_the_check_of_that_fie
 
 def test_a_capability_a_contract_declares_unsupported_is_skipped_with_its_reason(site: Site) -> None:
     declared = {"my-bf16": "Contract('bfloat16', autocast=True, unsupported={'fused_optimizers': 'no fused kernels'})"}
-    policy = broken_policy(NO_FUSED, OWN_PRECISION)
+    policy = broken_policy(NO_FUSED, OWN_PRECISION, **OWN_TRAINER)
     report = run(install(site, "own-no-fused", policy, precisions=("my-bf16",), contracts=declared))
     (result,) = [r for r in report.results if r.check == "fused_optimizers"]
     assert (result.outcome, result.detail) == (
@@ -202,9 +211,11 @@ def test_a_precision_the_backend_does_not_offer_is_an_error_listing_those_it_doe
 
 def test_cases_are_every_applicable_check_of_each_precision_in_order() -> None:
     cases = Suite("core", precision="32-true").cases
-    expected = [c.name for c in CHECKS if c.applies(mixprec.STANDARD_CONTRACTS["32-true"])]
-    assert [case.id for case in cases] == [f"32-true:{name}" for name in expected]
-    assert "loss_scaled" not in expected
+    contract = mixprec.STANDARD_CONTRACTS["32-true"]
+    expected = [f"32-true:{c.name}" for c in CHECKS if "fabric" in c.targets and c.applies(contract)]
+    expected += [f"trainer/32-true:{c.name}" for c in CHECKS if "trainer" in c.targets and c.applies(contract)]
+    assert [case.id for case in cases] == expected
+    assert "32-true:loss_scaled" not in expected
 
 
 def test_the_check_names_are_unique() -> None:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +35,27 @@ from lightning.fabric.plugins.precision import Precision
 from torch import Tensor, nn
 
 import mixprec
-from mixprec._backend import Availability, Backend, Device
+from mixprec._backend import TARGETS, Availability, Backend, Device, Target
 from mixprec._contract import STANDARD_CONTRACTS, Contract
 from mixprec._errors import PrecisionWarning
 from mixprec.testing._contract import SCALER_OPTIONS, torch_dtype
 
-__all__ = ["Check", "CheckFailed", "CheckSkipped", "Subject", "check", "fabric_for", "undeclared_contract"]
+__all__ = [
+    "FABRIC",
+    "TARGETS",
+    "TRAINER",
+    "Check",
+    "Target",
+    "CheckFailed",
+    "CheckSkipped",
+    "Subject",
+    "check",
+    "fabric_for",
+    "undeclared_contract",
+]
+
+FABRIC: tuple[Target, ...] = ("fabric",)
+TRAINER: tuple[Target, ...] = ("trainer",)
 
 _LR = 0.2
 _TRAINING_STEPS = 30
@@ -98,18 +115,29 @@ class Subject:
         device: the device the suite runs on.
         precision: the precision under test.
         availability: what the backend's policy says of the precision on the device.
+        target: the object under test: for Fabric (``"fabric"``) or for the Trainer (``"trainer"``).
     """
 
-    def __init__(self, backend: Backend, device: Device, precision: str, availability: Availability) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        device: Device,
+        precision: str,
+        availability: Availability,
+        target: Target = "fabric",
+    ) -> None:
         self.backend = backend
         self.device = device
         self.precision = precision
         self.availability = availability
+        #: Which object is under test: Fabric's ("fabric") or the Trainer's ("trainer").
+        self.target: Target = target
         #: What the precision promises: the core's standard contract, the backend's declared one, or None.
         self.contract = backend.contract(precision)
 
     def make(self, **options: Any) -> Precision:
-        """A new object from ``get_precision``; with loss scaling, the suite's GradScaler options come first.
+        """A new object from ``get_precision`` for the subject's target; with loss scaling, the suite's GradScaler
+        options come first.
 
         They are ``init_scale=1024.0, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000``: powers of two,
         so that scaled gradients are exact; ``options`` override them.
@@ -120,7 +148,7 @@ class Subject:
             # "slow" precisions warn on every call; the suite checks them all the same.
             warnings.simplefilter("ignore", PrecisionWarning)
             return mixprec.get_precision(
-                self.precision, str(self.device), backend=self.backend.name, target="fabric", **options
+                self.precision, str(self.device), backend=self.backend.name, target=self.target, **options
             )
 
     @functools.cached_property
@@ -144,6 +172,24 @@ class Subject:
     def evaluate(self, model: nn.Module) -> float:
         """The loss of ``model`` computed in float32, whatever the dtype it trained in."""
         return _evaluate(model, str(self.device))
+
+
+@contextmanager
+def quiet_trainer() -> Iterator[None]:
+    """The Trainer's notes on the hardware and the data loader, which say nothing about the precision, kept out."""
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PossibleUserWarning)
+            # Lightning 2.6's own use of a pytree API that torch deprecates.
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 # The model, the data and the float32 reference depend on the device alone: built once per process.
@@ -195,6 +241,8 @@ class Check:
     function: Callable[[Subject, Contract], None]
     applies: Callable[[Contract], bool]
     capability: str | None = None
+    #: The objects it checks: Fabric's, the Trainer's, or both (a promise both interfaces make).
+    targets: tuple[Target, ...] = TARGETS
 
     def __call__(self, subject: Subject, contract: Contract) -> None:
         self.function(subject, contract)
@@ -229,12 +277,19 @@ def _wide_parameters(contract: Contract) -> bool:
 
 
 def check(
-    applies: Callable[[Contract], bool] = _always, capability: str | None = None
+    applies: Callable[[Contract], bool] = _always,
+    capability: str | None = None,
+    targets: tuple[Target, ...] = TARGETS,
 ) -> Callable[[Callable[[Subject, Contract], None]], Check]:
-    """Make the decorated function a :class:`Check` named after it; nothing is registered anywhere."""
+    """Make the decorated function a :class:`Check` named after it; nothing is registered anywhere.
+
+    ``targets`` are the objects it checks: by default both Fabric's and the Trainer's, for a promise of the
+    interface they share (``forward_context``, ``convert_*``, ``state_dict``, ...); ``FABRIC`` or ``TRAINER``
+    for a promise of one interface only (their ``backward`` and ``optimizer_step`` differ).
+    """
 
     def wrap(function: Callable[[Subject, Contract], None]) -> Check:
-        return Check(function.__name__, function, applies, capability)
+        return Check(function.__name__, function, applies, capability, targets)
 
     return wrap
 

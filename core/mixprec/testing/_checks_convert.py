@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mixprec._contract import Contract
-from mixprec.testing._base import Subject, _close, _require, check, compute_dtype
+from mixprec.testing._base import FABRIC, Subject, _close, _require, check, compute_dtype
 from mixprec.testing._base import parameter_dtype as _parameter_dtype
 
 _Pair = namedtuple("_Pair", ["features", "label"])
@@ -186,7 +186,7 @@ _MODULE_RULE = (
 )
 
 
-@check()
+@check(targets=FABRIC)
 def convert_input(subject: Subject, contract: Contract) -> None:
     """convert_input casts the floating tensors of nested dicts, lists, tuples, namedtuples and dataclasses."""
     p = subject.make()
@@ -199,21 +199,21 @@ def convert_input(subject: Subject, contract: Contract) -> None:
         _check_converted(data, converted, lambda tensor: tensor.dtype, "convert_input", _UNTOUCHED_RULE)
 
 
-@check()
+@check(targets=FABRIC)
 def convert_input_leaves_caller_data(subject: Subject, contract: Contract) -> None:
     """convert_input leaves the caller's collections and tensors as they were."""
     p = subject.make()
     _leaves_caller_data(subject, "convert_input", p.convert_input, torch.float32)
 
 
-@check()
+@check(targets=FABRIC)
 def convert_input_keeps_graph(subject: Subject, contract: Contract) -> None:
     """A tensor that requires grad stays in the autograd graph through convert_input."""
     p = subject.make()
     _keeps_graph("convert_input", p.convert_input, torch.linspace(-1, 1, 6, device=subject.torch_device).reshape(2, 3))
 
 
-@check()
+@check(targets=FABRIC)
 def convert_output(subject: Subject, contract: Contract) -> None:
     """convert_output casts floating tensors back to the default dtype; everything else stays untouched."""
     p = subject.make()
@@ -225,7 +225,7 @@ def convert_output(subject: Subject, contract: Contract) -> None:
         _check_converted(data, converted, lambda tensor: tensor.dtype, "convert_output", _UNTOUCHED_RULE)
 
 
-@check(applies=lambda contract: contract.converts_io)
+@check(applies=lambda contract: contract.converts_io, targets=FABRIC)
 def convert_output_follows_default_dtype(subject: Subject, contract: Contract) -> None:
     """Under a default dtype other than float32 (float64), convert_output casts to it."""
     p = subject.make()
@@ -241,14 +241,14 @@ def convert_output_follows_default_dtype(subject: Subject, contract: Contract) -
     )
 
 
-@check()
+@check(targets=FABRIC)
 def convert_output_leaves_caller_data(subject: Subject, contract: Contract) -> None:
     """convert_output leaves the caller's collections and tensors as they were."""
     p = subject.make()
     _leaves_caller_data(subject, "convert_output", p.convert_output, compute_dtype(contract))
 
 
-@check()
+@check(targets=FABRIC)
 def convert_output_keeps_graph(subject: Subject, contract: Contract) -> None:
     """A tensor that requires grad stays in the autograd graph through convert_output, so the loss reaches the model."""
     p = subject.make()

@@ -6,11 +6,12 @@ import torch
 from lightning.fabric.plugins.precision import Precision
 
 from mixprec._contract import Contract
-from mixprec.testing._base import CheckFailed, Subject, _require, check
+from mixprec.testing._base import FABRIC, CheckFailed, Subject, _require, check
 from mixprec.testing._contract import torch_dtype
 
 
-@check()
+# About the description, not an object: once per precision, under Fabric's id.
+@check(targets=FABRIC)
 def contract_declared(subject: Subject, contract: Contract) -> None:
     """The precision has a contract (the core's, or the backend's in Backend.contracts) that names torch's dtypes."""
     # A precision without a contract never gets here: its only case fails with undeclared_contract().
@@ -29,12 +30,22 @@ def contract_declared(subject: Subject, contract: Contract) -> None:
 
 @check()
 def is_lightning_precision(subject: Subject, contract: Contract) -> None:
-    """The object is a lightning.fabric.plugins.precision.Precision.
+    """The object is a lightning.fabric.plugins.precision.Precision; the Trainer's, a lightning.pytorch one.
 
     get_precision itself refuses an object that is not one (a PluginError naming the backend), so such a
     backend fails every check that builds an object; this one names the promise.
     """
     p = subject.make()
+    if subject.target == "trainer":
+        from lightning.pytorch.plugins.precision import Precision as TrainerPrecision
+
+        _require(
+            isinstance(p, TrainerPrecision),
+            f"get_precision(..., target='trainer') returned a {type(p).__module__}.{type(p).__qualname__};"
+            " Trainer(plugins=[p]) takes only a lightning.pytorch.plugins.precision.Precision: subclass one of"
+            " the Trainer's precision classes (mixprec.precision.TrainerAutocastPrecision for autocast)",
+        )
+        return
     _require(
         isinstance(p, Precision),
         f"get_precision returned a {type(p).__module__}.{type(p).__qualname__}; Fabric(plugins=[p]) takes only a"

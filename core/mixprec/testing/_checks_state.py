@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mixprec._contract import Contract
 from mixprec._errors import StateDictError
-from mixprec.testing._base import CheckFailed, Subject, _loss, _poison, _require, _scaler, check
+from mixprec.testing._base import FABRIC, CheckFailed, Subject, _loss, _poison, _require, _scaler, check
 
 #: What to change when the state contract is broken; Lightning's own classes ignore state that does not fit.
 STATE_FIX = (
@@ -80,7 +80,7 @@ def _difference(actual: Any, expected: Mapping[str, Any], *, exact_keys: bool = 
     return ""
 
 
-@check()
+@check(targets=FABRIC)
 def state_dict_complete(subject: Subject, contract: Contract) -> None:
     """state_dict() holds the GradScaler's whole state with torch's types and values, and is empty without a scaler."""
     p = _used(subject, contract)
@@ -113,7 +113,7 @@ def state_dict_before_first_step(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def state_dict_is_a_snapshot(subject: Subject, contract: Contract) -> None:
     """The dict state_dict() returned does not change as training goes on: it holds values, not live state."""
     p = _used(subject, contract)
@@ -129,7 +129,7 @@ def state_dict_is_a_snapshot(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check()
+@check(targets=FABRIC)
 def load_state_dict_restores(subject: Subject, contract: Contract) -> None:
     """load_state_dict() of a state_dict() restores the whole scaler state in a fresh object."""
     p = _used(subject, contract)
@@ -143,7 +143,7 @@ def load_state_dict_restores(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check()
+@check(targets=FABRIC)
 def state_dict_torch_save(subject: Subject, contract: Contract) -> None:
     """A state_dict() through torch.save and torch.load(weights_only=True) restores the whole state in a new object."""
     p = _used(subject, contract)

@@ -19,6 +19,7 @@ from torch import Tensor
 from mixprec._contract import Contract
 from mixprec.testing._base import (
     _LR,
+    FABRIC,
     CheckFailed,
     Subject,
     _changed,
@@ -50,7 +51,7 @@ def _norm(tensors: list[Tensor]) -> float:
     return float(torch.linalg.vector_norm(torch.cat([t.float().flatten() for t in tensors])))
 
 
-@check()
+@check(targets=FABRIC)
 def step_applied(subject: Subject, contract: Contract) -> None:
     """backward() then optimizer_step() applies every step with finite gradients: the true gradients, in every
     parameter group with its own learning rate.
@@ -75,7 +76,7 @@ def step_applied(subject: Subject, contract: Contract) -> None:
         )
 
 
-@check()
+@check(targets=FABRIC)
 def frozen_parameters_untouched(subject: Subject, contract: Contract) -> None:
     """backward() and optimizer_step() leave parameters that do not require grad without gradients and unchanged."""
     p = subject.make()
@@ -102,7 +103,7 @@ def frozen_parameters_untouched(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check()
+@check(targets=FABRIC)
 def backward_accumulates(subject: Subject, contract: Contract) -> None:
     """A second backward() adds its gradients to those already there, as tensor.backward() does."""
     p = subject.make()
@@ -118,7 +119,7 @@ def backward_accumulates(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check()
+@check(targets=FABRIC)
 def backward_passes_arguments(subject: Subject, contract: Contract) -> None:
     """backward(tensor, model, *args, **kwargs) passes them to autograd: retain_graph=True keeps the graph."""
     p = subject.make()
@@ -142,7 +143,7 @@ def backward_passes_arguments(subject: Subject, contract: Contract) -> None:
             ) from None
 
 
-@check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def loss_scaled(subject: Subject, contract: Contract) -> None:
     """backward() multiplies the loss by the GradScaler's scale."""
     p = subject.make()
@@ -191,7 +192,7 @@ def _closure(
     return closure, calls
 
 
-@check()
+@check(targets=FABRIC)
 def optimizer_step_returns_step_result(subject: Subject, contract: Contract) -> None:
     """optimizer_step() returns what optimizer.step returns: the closure's loss, or the step's own result.
 
@@ -218,7 +219,7 @@ def optimizer_step_returns_step_result(subject: Subject, contract: Contract) -> 
     )
 
 
-@check()
+@check(targets=FABRIC)
 def optimizer_step_passes_arguments(subject: Subject, contract: Contract) -> None:
     """optimizer_step(optimizer, **kwargs) passes kwargs to optimizer.step."""
     p = subject.make()
@@ -234,7 +235,7 @@ def optimizer_step_passes_arguments(subject: Subject, contract: Contract) -> Non
     )
 
 
-@check(applies=_no_scaler)
+@check(applies=_no_scaler, targets=FABRIC)
 def optimizer_step_runs_closure_once(subject: Subject, contract: Contract) -> None:
     """optimizer_step(optimizer, closure=c) runs the closure exactly once for a one-evaluation optimizer (SGD)."""
     p = subject.make()
@@ -249,7 +250,7 @@ def optimizer_step_runs_closure_once(subject: Subject, contract: Contract) -> No
     )
 
 
-@check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def nonfinite_step_skipped(subject: Subject, contract: Contract) -> None:
     """optimizer_step() skips a step whose gradients hold inf or NaN: weights and optimizer state untouched."""
     for bad in (math.inf, math.nan):
@@ -292,7 +293,7 @@ def scaler_options_applied(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def scale_backoff(subject: Subject, contract: Contract) -> None:
     """After a step with inf gradients, the scale is multiplied by the requested backoff_factor (0.25 here)."""
     p = subject.make(backoff_factor=0.25)
@@ -310,7 +311,7 @@ def scale_backoff(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def scale_growth(subject: Subject, contract: Contract) -> None:
     """The scale grows by the requested growth_factor after growth_interval finite steps, and not before.
 
@@ -334,7 +335,7 @@ def scale_growth(subject: Subject, contract: Contract) -> None:
         )
 
 
-@check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def unscale_before_clipping(subject: Subject, contract: Contract) -> None:
     """unscale_gradients() before clipping gives the true gradient norm of every parameter group, and the step
     uses the clipped gradients."""
@@ -362,7 +363,7 @@ def unscale_before_clipping(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check(applies=_no_scaler)
+@check(applies=_no_scaler, targets=FABRIC)
 def unscale_gradients_without_scaler(subject: Subject, contract: Contract) -> None:
     """Without a GradScaler, unscale_gradients() changes no gradient: the step applies the gradients as clipped."""
     p = subject.make()
@@ -408,7 +409,7 @@ def main_params_cover_every_group(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check(applies=_scaler)
+@check(applies=_scaler, targets=FABRIC)
 def lbfgs_rejected_with_scaler(subject: Subject, contract: Contract) -> None:
     """optimizer_step() refuses LBFGS when there is a GradScaler (it cannot step a closure), as Lightning does."""
     p = subject.make()
@@ -435,7 +436,7 @@ def lbfgs_rejected_with_scaler(subject: Subject, contract: Contract) -> None:
     _require(changed == 0, f"the refused LBFGS step still changed {changed} parameter tensors; refuse before stepping")
 
 
-@check(applies=_no_scaler, capability="lbfgs_closure")
+@check(applies=_no_scaler, capability="lbfgs_closure", targets=FABRIC)
 def lbfgs_closure(subject: Subject, contract: Contract) -> None:
     """optimizer_step(optimizer, closure=...) runs the closure, and LBFGS lowers the loss."""
     p = subject.make()
@@ -464,7 +465,7 @@ def lbfgs_closure(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check(applies=_wide_parameters, capability="fused_optimizers")
+@check(applies=_wide_parameters, capability="fused_optimizers", targets=FABRIC)
 def fused_optimizers(subject: Subject, contract: Contract) -> None:
     """A fused SGD steps like the unfused one, and skips a step with inf gradients where there is a GradScaler."""
     results = []
@@ -507,7 +508,7 @@ def _fused(subject: Subject) -> tuple[Any, torch.nn.Module, torch.optim.Optimize
     return p, model, optimizer, [grad.clone() for grad in _gradients(model)]
 
 
-@check(applies=lambda c: _scaler(c) and _wide_parameters(c), capability="fused_optimizers")
+@check(applies=lambda c: _scaler(c) and _wide_parameters(c), capability="fused_optimizers", targets=FABRIC)
 def fused_clipping_refused_with_scaler(subject: Subject, contract: Contract) -> None:
     """With a GradScaler, unscale_gradients() refuses an optimizer that unscales inside step() (fused) with
     NotImplementedError, as Lightning does, and changes no gradient."""
@@ -530,7 +531,7 @@ def fused_clipping_refused_with_scaler(subject: Subject, contract: Contract) -> 
     _close(_gradients(model), before, "the refused unscale_gradients() still changed the gradients; refuse first")
 
 
-@check(applies=lambda c: _no_scaler(c) and _wide_parameters(c), capability="fused_optimizers")
+@check(applies=lambda c: _no_scaler(c) and _wide_parameters(c), capability="fused_optimizers", targets=FABRIC)
 def fused_clipping_without_scaler(subject: Subject, contract: Contract) -> None:
     """Without a GradScaler, unscale_gradients() accepts a fused optimizer and changes no gradient: there is
     nothing to unscale, so clipping works."""

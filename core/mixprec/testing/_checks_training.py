@@ -9,6 +9,7 @@ from mixprec._contract import Contract
 from mixprec.testing._base import (
     _LR,
     _TRAINING_STEPS,
+    FABRIC,
     CheckFailed,
     Subject,
     _require,
@@ -18,7 +19,7 @@ from mixprec.testing._base import (
 )
 
 
-@check()
+@check(targets=FABRIC)
 def training_matches_fp32(subject: Subject, contract: Contract) -> None:
     """A small model trained under the precision ends with a loss close to the same model trained in float32.
 
@@ -51,7 +52,7 @@ def training_matches_fp32(subject: Subject, contract: Contract) -> None:
     )
 
 
-@check()
+@check(targets=FABRIC)
 def fabric_loop(subject: Subject, contract: Contract) -> None:
     """Fabric(plugins=[p]) trains with it: fabric.autocast(), setup, backward and step."""
     p = subject.make()

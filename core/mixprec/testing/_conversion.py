@@ -28,11 +28,8 @@ import copy
 import functools
 import importlib
 import io
-import logging
 import math
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -45,6 +42,8 @@ import mixprec
 from mixprec._contract import Contract
 from mixprec._errors import PrecisionWarning
 from mixprec.testing._base import (
+    FABRIC,
+    TRAINER,
     CheckFailed,
     CheckSkipped,
     Subject,
@@ -54,6 +53,7 @@ from mixprec.testing._base import (
     compute_dtype,
     fabric_for,
     parameter_dtype,
+    quiet_trainer,
 )
 from mixprec.testing._contract import torch_dtype
 
@@ -126,11 +126,12 @@ def _plain(subject: Subject, contract: Contract) -> nn.Sequential:
     return copy.deepcopy(_template(_unit(contract))).to(subject.torch_device)
 
 
-def _make(subject: Subject, target: str = "fabric") -> Any:
+def _make(subject: Subject) -> Any:
+    """A new object for the subject's target, without the suite's GradScaler options (no converting contract scales)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrecisionWarning)  # "slow" precisions warn on every call
         return mixprec.get_precision(
-            subject.precision, str(subject.device), backend=subject.backend.name, target=target
+            subject.precision, str(subject.device), backend=subject.backend.name, target=subject.target
         )
 
 
@@ -309,7 +310,7 @@ def converted_matmul_dtype(subject: Subject, contract: Contract) -> None:
             )
 
 
-@check(applies=_converts)
+@check(applies=_converts, targets=FABRIC)
 def converted_training_matches_fp32(subject: Subject, contract: Contract) -> None:
     """The converted model trained under the precision ends within the contract's rtol of it trained in float32.
 
@@ -340,7 +341,7 @@ def converted_training_matches_fp32(subject: Subject, contract: Contract) -> Non
     )
 
 
-@check(applies=_converts)
+@check(applies=_converts, targets=FABRIC)
 def converted_state_dict_matches_plain(subject: Subject, contract: Contract) -> None:
     """A converted model's state_dict is the plain model's (keys, shapes, dtypes): it loads into one and back."""
     p = subject.make()
@@ -436,7 +437,7 @@ def _snapshot(model: nn.Module, p: Precision, subject: Subject, contract: Contra
     return layers, [id(param) for param in model.parameters()], out
 
 
-@check(applies=_converts)
+@check(applies=_converts, targets=FABRIC)
 def conversion_idempotent(subject: Subject, contract: Contract) -> None:
     """convert_module of a converted model changes nothing: the same layers, parameters and hooks, the same output."""
     p = subject.make()
@@ -472,7 +473,7 @@ def _steps_converted(model: nn.Module, before: dict[str, Tensor], expected: dict
     )
 
 
-@check(applies=_converts)
+@check(applies=_converts, targets=FABRIC)
 def fabric_setup_converts(subject: Subject, contract: Contract) -> None:
     """Fabric(plugins=[p]).setup converts the model, and the optimizer made before setup trains its converted layers."""
     p = subject.make()
@@ -490,25 +491,7 @@ def fabric_setup_converts(subject: Subject, contract: Contract) -> None:
     _steps_converted(model.module, before, expected, "a step of the optimizer fabric.setup returned")
 
 
-@contextmanager
-def _quiet_trainer() -> Iterator[None]:
-    """The Trainer's notes on the hardware and the data loader, which say nothing about the precision, kept out."""
-    from lightning.fabric.utilities.warnings import PossibleUserWarning
-
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PossibleUserWarning)
-            # Lightning 2.6's own use of a pytree API that torch deprecates.
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-@check(applies=_converts)
+@check(applies=_converts, targets=TRAINER)
 def trainer_converts(subject: Subject, contract: Contract) -> None:
     """Trainer(plugins=[p]).fit, p for target="trainer", converts the LightningModule's layers and trains them."""
     from lightning.pytorch import LightningModule, Trainer
@@ -541,9 +524,9 @@ def trainer_converts(subject: Subject, contract: Contract) -> None:
     net = _plain(subject, contract)
     expected, _ = _layout(net, contract)
     before = {name: m.weight.detach().cpu().clone() for name, m in net.named_modules() if name in expected}
-    p = _make(subject, target="trainer")
+    p = _make(subject)
     module = Module(net)
-    with _quiet_trainer():
+    with quiet_trainer():
         trainer = Trainer(
             accelerator=device.type,
             devices=1 if device.index is None else [device.index],

@@ -1,18 +1,23 @@
 """Running the checks against one installed backend on one device, and the report of the run.
 
-A run is a flat list of :class:`Case` objects, one per (precision, check), decided from the backend's
-description and each precision's contract before anything runs. ``mixprec check`` and the pytest
-class iterate the very same list, so the two forms cannot drift apart, and pytest shows one test per
-case.
+A run is a flat list of :class:`Case` objects, one per (target, precision, check), decided from the
+backend's description and each precision's contract before anything runs: every check of the
+interface Fabric's and the Trainer's objects share runs against both objects, and the checks of one
+interface (``backward``, ``optimizer_step`` and the loops differ) against that object only.
+``mixprec check`` and the pytest class iterate the very same list, so the two forms cannot drift
+apart, and pytest shows one test per case.
 
 A precision without a contract gets one case, ``contract_declared``, which fails and says how to
 declare one. Any other case is *skipped*, never passed, when the device is absent (as the backend's
 own policy counts its devices; for the core's every-device backend, as the resolver counts them: the
 backends for the device type, or else torch's device module), when the backend's policy says the
 precision cannot run there, or when the backend or the contract declares the check's capability
-unsupported; the reason is reported with it. A run in which every case was skipped is not a failure
-(``mixprec check`` exits 0, so CI on a machine without the device stays green), and its report says
-plainly that nothing was verified.
+unsupported, or when the backend builds no objects for the target (``Backend.targets``); the reason is
+reported with it. A case of a check the backend lists in ``Backend.expected_failed_checks`` is an
+expected failure when it fails (``xfailed``, with the backend's reason) and a failure when it passes
+("unexpectedly passed"), strictly, as pytest's ``xfail(strict=True)``. A run in which every case was
+skipped is not a failure (``mixprec check`` exits 0, so CI on a machine without the device stays
+green), and its report says plainly that nothing was verified.
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ from typing import Literal
 import torch
 
 import mixprec
-from mixprec._backend import ANY_DEVICE, Availability, Backend, ContractSource, Device
+from mixprec._backend import ANY_DEVICE, TARGETS, Availability, Backend, ContractSource, Device, Target
 from mixprec._contract import Contract
-from mixprec._errors import BackendNotFoundError, DeviceError, PluginError, UnknownPrecisionError
+from mixprec._errors import BackendNotFoundError, DeviceError, PluginError, PrecisionError, UnknownPrecisionError
 from mixprec._policies import current
 from mixprec._presence import absence
 from mixprec._registry import Registered, Snapshot
@@ -42,27 +47,44 @@ from mixprec.testing._global_state import isolated
 
 __all__ = ["Case", "Outcome", "Report", "Result", "Suite", "run"]
 
-Outcome = Literal["passed", "failed", "skipped"]
+Outcome = Literal["passed", "failed", "skipped", "xfailed"]
 
 
 @dataclass(frozen=True)
 class Result:
-    """What one case came to; ``detail`` is the failure or the reason for the skip."""
+    """What one case came to; ``detail`` is the failure, the reason for the skip, or why a failure was expected."""
 
     precision: str
     check: str
     outcome: Outcome
     detail: str = ""
+    #: The object the case checked: Fabric's or the Trainer's.
+    target: Target = "fabric"
+
+    @property
+    def id(self) -> str:
+        """The case's id (:attr:`Case.id`): ``precision:check``, ``trainer/precision:check`` for the Trainer's."""
+        return case_id(self.target, self.precision, self.check)
+
+
+def case_id(target: str, precision: str, check: str) -> str:
+    """``precision:check`` for Fabric's object, ``trainer/precision:check`` for the Trainer's."""
+    prefix = "" if target == "fabric" else f"{target}/"
+    return f"{prefix}{precision}:{check}"
 
 
 class Case:
     """One check of one precision of the backend: run it, or ask why it is skipped."""
 
-    def __init__(self, subject: Subject, check: Check, skip_reason: str | None) -> None:
+    def __init__(
+        self, subject: Subject, check: Check, skip_reason: str | None, expected_failure: str | None = None
+    ) -> None:
         self.subject = subject
         self.check = check
         #: Why the case does not run here; None when it runs.
         self.skip_reason = skip_reason
+        #: The backend's reason for failing this check knowingly (``Backend.expected_failed_checks``), or None.
+        self.expected_failure = expected_failure
 
     @property
     def precision(self) -> str:
@@ -70,9 +92,14 @@ class Case:
         return self.subject.precision
 
     @property
+    def target(self) -> Target:
+        """The object this case checks: Fabric's ("fabric") or the Trainer's ("trainer")."""
+        return self.subject.target
+
+    @property
     def id(self) -> str:
-        """``precision:check``, the name pytest shows."""
-        return f"{self.precision}:{self.check.name}"
+        """``precision:check`` for Fabric's object, ``trainer/precision:check`` for the Trainer's; pytest shows it."""
+        return case_id(self.target, self.precision, self.check.name)
 
     def execute(self) -> None:
         """Run the check: raise :class:`CheckSkipped`, :class:`CheckFailed` or the backend's own error, or pass."""
@@ -85,18 +112,37 @@ class Case:
             self.check(self.subject, contract)
 
     def run(self) -> Result:
-        """Execute the case and record the outcome; an unexpected exception is a failure."""
+        """Execute the case and record the outcome; an unexpected exception is a failure.
+
+        An expected failure that fails is ``xfailed``; one that passes is ``failed`` ("unexpectedly passed").
+        """
         try:
             self.execute()
         except CheckSkipped as exc:
-            return Result(self.precision, self.check.name, "skipped", str(exc))
+            return self._result("skipped", str(exc))
         except CheckFailed as exc:
-            return Result(self.precision, self.check.name, "failed", str(exc))
+            return self._failed(str(exc))
         except Exception as exc:
             # The backend's own error says what it did; the check's promise says what was wanted.
-            detail = f"raised {type(exc).__name__}: {exc}; the contract wants: {self.check.summary}"
-            return Result(self.precision, self.check.name, "failed", detail)
-        return Result(self.precision, self.check.name, "passed")
+            return self._failed(f"raised {type(exc).__name__}: {exc}; the contract wants: {self.check.summary}")
+        if self.expected_failure is not None:
+            return self._result("failed", self.unexpected_pass())
+        return self._result("passed")
+
+    def unexpected_pass(self) -> str:
+        """The failure of an expected failure that passed: what passed, and what to change."""
+        return (
+            f"unexpectedly passed: backend {self.subject.backend.name!r} lists {self.check.name!r} in"
+            f" expected_failed_checks ({self.expected_failure}), but it passes: remove it from that list"
+        )
+
+    def _failed(self, detail: str) -> Result:
+        if self.expected_failure is not None:
+            return self._result("xfailed", f"expected failure: {self.expected_failure} (it failed: {detail})")
+        return self._result("failed", detail)
+
+    def _result(self, outcome: Outcome, detail: str = "") -> Result:
+        return Result(self.precision, self.check.name, outcome, detail, self.target)
 
     def __repr__(self) -> str:
         return f"Case({self.subject.backend.name!r}, {self.id!r})"
@@ -132,21 +178,26 @@ class Report:
         """The counts on one line, saying so when nothing beyond the contracts was verified."""
         passed, failed, skipped = self.count("passed"), self.count("failed"), self.count("skipped")
         line = f"{passed} passed, {failed} failed, {skipped} skipped"
-        if all(r.outcome == "skipped" or r.check == "contract_declared" for r in self.results) and not failed:
+        xfailed = self.count("xfailed")
+        if xfailed:
+            line += f", {xfailed} expected failures"
+        verified = [r for r in self.results if r.outcome != "skipped" and r.check != "contract_declared"]
+        if not verified and not failed:
             line += f": nothing was verified on {self.device} here beyond the contracts (see the reasons above)"
         return line
 
     def __str__(self) -> str:
         origin = f" from {self.distribution} {self.version}" if self.distribution else ""
         lines = [f"mixprec check: backend {self.backend!r}{origin}, on {self.device}"]
-        labels = {"passed": "passed ", "failed": "FAILED ", "skipped": "skipped"}
+        labels = {"passed": "passed ", "failed": "FAILED ", "skipped": "skipped", "xfailed": "xfailed"}
         for precision, availability in self.availability.items():
             reason = f": {availability.reason}" if availability.reason else ""
             contract = f"; contract: {self.contracts[precision]}" if precision in self.contracts else ""
             lines += ["", f"{precision} ({availability.status}{reason}{contract})"]
             for r in self.results:
                 if r.precision == precision:
-                    lines.append(f"  {labels[r.outcome]} {r.check}" + (f": {r.detail}" if r.detail else ""))
+                    name = r.check if r.target == "fabric" else f"{r.target}/{r.check}"
+                    lines.append(f"  {labels[r.outcome]} {name}" + (f": {r.detail}" if r.detail else ""))
         lines += ["", self.summary()]
         return "\n".join(lines)
 
@@ -161,8 +212,9 @@ class Report:
             "passed": self.count("passed"),
             "failed": self.count("failed"),
             "skipped": self.count("skipped"),
+            "xfailed": self.count("xfailed"),
             "precisions": {p: {**asdict(a), "contract": self.contracts.get(p)} for p, a in self.availability.items()},
-            "results": [asdict(r) for r in self.results],
+            "results": [{"id": r.id, **asdict(r)} for r in self.results],
         }
         return json.dumps(payload, indent=2)
 
@@ -175,13 +227,17 @@ class Suite:
         device: the device to run on; by default the backend's device type ("cpu" for the core's
             precisions, which serve every device type).
         precision: run only this precision; by default every precision the backend offers.
+        target: check only the objects for this target, "fabric" or "trainer"; by default both.
 
     Raises:
         PrecisionError: no backend of that name is installed, the device is not one it serves, it does
-            not offer the precision, or it or a contract it declares names capabilities the suite does not know.
+            not offer the precision, the target is unknown, or it or a contract it declares names capabilities
+            or expected failures of checks the suite does not know.
     """
 
-    def __init__(self, backend: str, device: str | None = None, precision: str | None = None) -> None:
+    def __init__(
+        self, backend: str, device: str | None = None, precision: str | None = None, target: str | None = None
+    ) -> None:
         snap, caches = current()
         registered = _find(snap, backend)
         self.backend: Backend = registered.backend
@@ -189,6 +245,8 @@ class Suite:
         self.version = registered.plugin.version
         self.device = _device(self.backend, device)
         _check_capabilities(self.backend)
+        _check_expected_failures(self.backend)
+        targets = _targets(target)
         missing = absence(registered, self.device, snap, caches)
         # A count that fails is no absence: the policy is broken, and its checks fail with its error.
         absent = missing.reason if missing is not None and missing.status == "unavailable" else None
@@ -198,17 +256,26 @@ class Suite:
         )
         cases: list[Case] = []
         self.subjects: tuple[Subject, ...] = tuple(
-            Subject(self.backend, self.device, name, availability) for name, availability in self.availability.items()
+            Subject(self.backend, self.device, name, availability, t)
+            for t in targets
+            for name, availability in self.availability.items()
         )
+        expected = self.backend.expected_failed_checks
         for subject in self.subjects:
             contract = subject.contract
             for check in CHECKS:
+                if subject.target not in check.targets:
+                    continue
                 if check is contract_declared:
                     # A description either declares a contract or not, whatever the device: never skipped.
-                    cases.append(Case(subject, check, None))
+                    cases.append(Case(subject, check, None, expected.get(check.name)))
                 elif contract is not None and check.applies(contract):
-                    skip = _skip_reason(subject, absent) or _unsupported(self.backend, contract, check)
-                    cases.append(Case(subject, check, skip))
+                    skip = (
+                        _other_target(self.backend, subject)
+                        or _skip_reason(subject, absent)
+                        or _unsupported(self.backend, contract, check)
+                    )
+                    cases.append(Case(subject, check, skip, expected.get(check.name)))
         self.cases: tuple[Case, ...] = tuple(cases)
 
     def run(self) -> Report:
@@ -221,9 +288,9 @@ class Suite:
         )
 
 
-def run(backend: str, device: str | None = None, precision: str | None = None) -> Report:
+def run(backend: str, device: str | None = None, precision: str | None = None, target: str | None = None) -> Report:
     """Run the conformance suite against the installed backend ``backend``; see :class:`Suite`."""
-    return Suite(backend, device, precision).run()
+    return Suite(backend, device, precision, target).run()
 
 
 @contextmanager
@@ -295,6 +362,31 @@ def _check_capabilities(backend: Backend) -> None:
                 f"Backend {backend.name!r} declares unknown capabilities {unknown} unsupported in {where}; the"
                 f" capabilities mixprec.testing knows are {sorted(CAPABILITIES)}. Fix the names there."
             )
+
+
+def _targets(target: str | None) -> tuple[Target, ...]:
+    if target is None:
+        return TARGETS
+    if target not in TARGETS:
+        raise PrecisionError(f"Unknown target {target!r}: use 'fabric' or 'trainer', or leave it out for both.")
+    return (target,)
+
+
+def _check_expected_failures(backend: Backend) -> None:
+    known = {check.name for check in CHECKS}
+    unknown = sorted(set(backend.expected_failed_checks) - known)
+    if unknown:
+        raise PluginError(
+            f"Backend {backend.name!r} lists {unknown} in expected_failed_checks, which are not checks of"
+            " mixprec.testing; fix the names there (mixprec.testing.CHECKS lists every check by name)."
+        )
+
+
+def _other_target(backend: Backend, subject: Subject) -> str | None:
+    if backend.serves(subject.target):
+        return None
+    only = " and ".join(repr(t) for t in backend.targets)
+    return f"backend {backend.name!r} builds objects only for target={only} (Backend.targets), not {subject.target!r}"
 
 
 def _skip_reason(subject: Subject, absent: str | None) -> str | None:

@@ -29,5 +29,8 @@ def mixprec_backends() -> list[Backend]:
                 ),
             },
             description="bf16-true with stochastic rounding of the weight updates, so small updates are not lost",
+            # Its objects are Fabric's: for the Trainer, the resolver passes it over (the core serves "bf16-true")
+            # and the conformance suite skips the Trainer's checks, saying why.
+            targets=("fabric",),
         )
     ]

@@ -58,11 +58,6 @@ def create(request: Request) -> StochasticRoundingPrecision:
     seed = request.options.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise OptionError(f"seed={seed!r}: the seed of the rounding noise must be an int.")
-    if request.target != "fabric":
-        raise PrecisionError(
-            "mixprec-sr builds precisions for Lightning Fabric only: leave target='fabric', or pass backend='core'"
-            " for the core's plain 'bf16-true'."
-        )
     if strategy_family(request) is not None:
         raise PrecisionError(
             f"mixprec-sr builds no precision for strategy {request.strategy!r}: leave strategy unset, or pass"
