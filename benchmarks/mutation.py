@@ -24,13 +24,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the harness lives in the repository's tests/mutation
 
 import harness  # noqa: E402
 
-from tests.mutation.runner import Score, enumerate_mutants, load_equivalents, run, sample, score, survivors  # noqa: E402
+from tests.mutation.runner import Result, Score, enumerate_mutants, load_equivalents, run, sample, score, survivors  # noqa: E402
 from tests.mutation.world import TARGETS  # noqa: E402
 
 
@@ -40,6 +41,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "mutation.json", metavar="OUT")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a mutant may take before it is a hang")
     parser.add_argument("--module", action="append", choices=sorted(TARGETS), help="only these modules")
+    parser.add_argument(
+        "--rescore", action="store_true", help="run nothing: score the results in --json again with today's equivalents"
+    )
     return parser.parse_args()
 
 
@@ -50,32 +54,43 @@ def _table(title: str, scores: Mapping[str, Score]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    args = _arguments()
-    mutants = enumerate_mutants(args.module or TARGETS)
-    if args.sample:
-        mutants = sample(mutants, args.sample)
-    started = time.monotonic()
-    results = run(mutants, timeout=args.timeout, progress=True)
-    seconds = time.monotonic() - started
+def _scored(s: Score) -> dict[str, Any]:
+    return {**asdict(s), "rate": s.rate}
+
+
+def _report(results: list[Result], seconds: float, sample: int | None, machine: dict[str, Any]) -> dict[str, Any]:
     equivalents = load_equivalents()
     scores = score(results, equivalents)
-    report = {
-        "machine": harness.machine(threads=1),
+    return {
+        "machine": machine,
         "seconds": round(seconds, 1),
-        "sample": args.sample,
-        "scores": {
-            kind: {key: {**asdict(s), "rate": s.rate} for key, s in group.items()} for kind, group in scores.items()
-        },
+        "sample": sample,
+        "scores": {kind: {key: _scored(s) for key, s in group.items()} for kind, group in scores.items()},
         "results": [asdict(r) for r in results],
         "equivalents": [asdict(e) for e in equivalents],
     }
+
+
+def main() -> None:
+    args = _arguments()
+    if args.rescore:
+        old = json.loads(args.json.read_text())
+        results = [Result(**r) for r in old["results"]]
+        seconds, sample_every, machine = old["seconds"], old["sample"], old["machine"]
+    else:
+        mutants = enumerate_mutants(args.module or TARGETS)
+        if args.sample:
+            mutants = sample(mutants, args.sample)
+        started = time.monotonic()
+        results = run(mutants, timeout=args.timeout, progress=True)
+        seconds, sample_every, machine = time.monotonic() - started, args.sample, harness.machine(threads=1)
+    report = _report(results, seconds, sample_every, machine)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
+    scores = score(results, load_equivalents())
     print("\n".join([*_table("target", scores["target"]), "", *_table("module", scores["module"])]))
     print(f"\n{len(results)} mutants in {seconds:.0f} s; results in {args.json}")
-    left = list(survivors(results, equivalents))
-    for r in left:
+    for r in survivors(results, load_equivalents()):
         print(f"survived: {r.id} {r.function} line {r.line}: {r.before.splitlines()[0]} -> {r.after.splitlines()[0]}")
 
 
