@@ -68,6 +68,11 @@ The object
     - nests: an inner one changes nothing and leaving it keeps the outer one (``nested_forward_context``);
     - drops autocast's cached casts on exit, so that the next forward sees weights the optimizer
       changed in place (``autocast_cache_cleared``).
+    - makes new floating tensors in the contract's parameter dtype (the default dtype inside it;
+      float32 under autocast) (``forward_context_default_dtype``);
+    - for the Trainer, which runs the whole ``training_step`` (manual optimization steps included)
+      inside it: a forward after weights changed in place sees the new weights, autocast's cache
+      off (``forward_context_sees_in_place_updates``).
 
 ``module_init_context()``, ``tensor_init_context()``
     - create parameters and tensors in ``parameter_dtype`` (``parameter_dtype``);

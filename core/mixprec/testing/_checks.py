@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from mixprec.testing import _checks_context as context
 from mixprec.testing import _checks_convert as convert
+from mixprec.testing import _checks_forward_context as forward_context
 from mixprec.testing import _checks_object as object_
 from mixprec.testing import _checks_scaler_limits as scaler_limits
 from mixprec.testing import _checks_state as state
@@ -39,6 +40,8 @@ CHECKS: tuple[Check, ...] = (
     context.forward_context_restores_state_after_error,
     context.nested_forward_context,
     context.autocast_cache_cleared,
+    forward_context.forward_context_default_dtype,
+    forward_context.forward_context_sees_in_place_updates,
     context.init_contexts_restore_state,
     context.init_contexts_restore_state_after_error,
     context.teardown_restores_state,
