@@ -128,7 +128,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from mixprec.testing import Suite
 
-    suite = Suite(args.backend, args.device, args.precision)
+    suite = Suite(args.backend, args.device, args.precision, args.target)
     start = time.perf_counter()
     report = suite.run()
     seconds = time.perf_counter() - start
@@ -193,9 +193,11 @@ def _new(args: argparse.Namespace) -> int:
 def junit_xml(report: Report, seconds: float) -> bytes:
     """``report`` as a JUnit XML document: one testsuite for the backend on its device, one testcase per case.
 
-    Each testcase is named ``precision:check`` (as in the pytest class); a failure carries the
-    check's message, a skip its reason. The format is the one CI systems read (Jenkins, GitLab,
-    GitHub Actions' test reporters, Azure): ``<testsuites>`` around one ``<testsuite>``.
+    Each testcase is named by the case's id, ``precision:check`` or ``trainer/precision:check`` (as in
+    the pytest class); a failure carries the check's message, a skip its reason, an expected failure
+    (``xfailed``) is a skip whose message starts "expected failure". The format is the one CI systems
+    read (Jenkins, GitLab, GitHub Actions' test reporters, Azure): ``<testsuites>`` around one
+    ``<testsuite>``.
     """
     import xml.etree.ElementTree as ET
 
@@ -203,7 +205,7 @@ def junit_xml(report: Report, seconds: float) -> bytes:
         "tests": str(len(report.results)),
         "failures": str(report.count("failed")),
         "errors": "0",
-        "skipped": str(report.count("skipped")),
+        "skipped": str(report.count("skipped") + report.count("xfailed")),
         "time": f"{seconds:.3f}",
     }
     suites = ET.Element("testsuites", {"name": "mixprec check", **counts})
@@ -223,13 +225,15 @@ def junit_xml(report: Report, seconds: float) -> bytes:
         ET.SubElement(properties, "property", {"name": name, "value": _xml_text(value)})
     classname = f"mixprec.check.{report.backend}"
     for result in report.results:
-        case = ET.SubElement(suite, "testcase", {"classname": classname, "name": f"{result.precision}:{result.check}"})
+        case = ET.SubElement(suite, "testcase", {"classname": classname, "name": result.id})
         detail = _xml_text(result.detail)
         if result.outcome == "failed":
             failure = ET.SubElement(case, "failure", {"message": detail.split("\n", 1)[0], "type": "CheckFailed"})
             failure.text = detail
         elif result.outcome == "skipped":
             ET.SubElement(case, "skipped", {"message": detail})
+        elif result.outcome == "xfailed":  # as pytest's JUnit XML writes an expected failure
+            ET.SubElement(case, "skipped", {"message": detail, "type": "pytest.xfail"})
     ET.indent(suites)
     document: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
     return document + b"\n"
@@ -331,6 +335,12 @@ def _parser() -> argparse.ArgumentParser:
     checking.add_argument("backend", help="the backend's name, as `mixprec list` shows it")
     checking.add_argument("--device", default=None, help="e.g. cuda:1 (default: the backend's device type)")
     checking.add_argument("--precision", default=None, help="check only this precision (default: every one offered)")
+    checking.add_argument(
+        "--target",
+        choices=("fabric", "trainer"),
+        default=None,
+        help="check only the objects for Fabric or for the Trainer (default: both)",
+    )
     checking.add_argument(
         "--junit-xml",
         type=Path,

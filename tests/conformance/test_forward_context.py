@@ -1,4 +1,4 @@
-"""The forward-context checks of ``_checks_forward_context``, each proven by a broken backend that fails it alone.
+"""The check of ``_checks_forward_context``, proven by a broken backend that fails it alone.
 
 Each backend is the control of ``tests/conformance/backends.py`` with one defect in ``forward_context``,
 installed as a real distribution and checked as ``mixprec check`` checks it.
@@ -29,16 +29,6 @@ DEFECTS: dict[str, tuple[str, dict[str, str], set[str]]] = {
             """
         },
         {"forward_context_default_dtype"},
-    ),
-    "trainer-autocast-cache-on": (
-        "bf16-mixed",
-        {
-            "trainer_methods": """
-            def forward_context(self):
-                return torch.autocast(self.device, dtype=torch.bfloat16)  # the cache on, as torch's default
-            """
-        },
-        {"forward_context_sees_in_place_updates"},
     ),
 }
 
@@ -73,9 +63,3 @@ def test_every_forward_context_check_is_proven_by_a_broken_backend() -> None:
 def test_a_broken_backend_fails_exactly_the_check_named_for_its_defect(reports: Reports, name: str) -> None:
     report = reports.of(name)
     assert {r.check for r in report.failures} == DEFECTS[name][2], str(report)
-
-
-@pytest.mark.slow
-def test_the_trainer_cache_failure_says_what_to_pass(reports: Reports) -> None:
-    (failure,) = reports.of("trainer-autocast-cache-on").failures
-    assert "cache_enabled=False" in failure.detail

@@ -6,10 +6,10 @@ method (listed below, each promise with its check). It runs against one
 installed backend, on one device, for every precision the backend offers there, and is used in two
 forms that run the very same cases:
 
-- ``mixprec check NAME [--device D] [--precision P] [--json] [-o FILE] [--junit-xml FILE]``: a
-  readable report (or JSON, or JUnit XML for CI); exit status 1 if a check failed, 2 if the backend,
-  device or precision is refused, 0 otherwise (also when every check was skipped, which the report
-  says plainly).
+- ``mixprec check NAME [--device D] [--precision P] [--target T] [--json] [-o FILE] [--junit-xml FILE]``:
+  a readable report (or JSON, or JUnit XML for CI); exit status 1 if a check failed, 2 if the backend,
+  device, precision or target is refused, 0 otherwise (also when every check was skipped, which the
+  report says plainly).
 - From the backend's own pytest run, by subclassing :class:`ConformanceTests`::
 
       from mixprec.testing import ConformanceTests
@@ -30,6 +30,18 @@ unsupported: ``Backend(..., unsupported={"fused_optimizers": "why"})`` for all i
 ``Contract(..., unsupported=...)`` for one, with the names in :data:`CAPABILITIES`. A capability
 neither declares unsupported is required.
 
+Every precision is checked twice: the object ``get_precision`` builds for Fabric, and the one it
+builds for the Trainer (``target="trainer"``), each against the same contract and against what its
+own interface promises. A case's id says which: ``bf16-mixed:forward_dtype`` for Fabric's object,
+``trainer/bf16-mixed:forward_dtype`` for the Trainer's (``--target`` runs one of them). A backend
+that builds objects for one target only says so, ``Backend(..., targets=("fabric",))``, and the
+other target's cases are skipped with that reason.
+
+A backend that knowingly fails a check lists it with the reason,
+``Backend(..., expected_failed_checks={"check_name": "why"})``: its cases are reported as expected
+failures (``xfailed``, with the reason; pytest's strict ``xfail``) and, strictly, a listed check that
+passes fails ("unexpectedly passed"), so the list stays true. A name that is no check is refused.
+
 :data:`CHECKS` lists the checks, each named after the behaviour it tests. Library use:
 ``mixprec.testing.run("cpu")`` returns a :class:`Report`; :class:`Suite` gives the cases before
 running them. Importing this package imports torch and lightning.
@@ -46,7 +58,11 @@ a declared contract is checked exactly like a standard one.
 
 What follows is what every object promises on top of its numbers, read from Lightning's
 ``Precision`` (its docstrings and what ``MixedPrecision``, ``HalfPrecision`` and ``DoublePrecision``
-do), ``torch.autocast`` and ``torch.amp.GradScaler``. Each promise is one named check.
+do), ``torch.autocast`` and ``torch.amp.GradScaler``. Each promise is one named check. The object,
+its contexts, ``convert_module``, ``main_params`` and ``incompatible_state_dict`` hold for the
+Trainer's object too; ``convert_input``/``convert_output``, ``backward``, ``optimizer_step``,
+``unscale_gradients``, the other ``state_dict`` checks and the Fabric loop are Fabric's interface,
+and the Trainer's own is listed after them.
 
 The object
     - has a contract, the core's or one the backend declares (``contract_declared``);
@@ -70,9 +86,6 @@ The object
       changed in place (``autocast_cache_cleared``).
     - makes new floating tensors in the contract's parameter dtype (the default dtype inside it;
       float32 under autocast) (``forward_context_default_dtype``);
-    - for the Trainer, which runs the whole ``training_step`` (manual optimization steps included)
-      inside it: a forward after weights changed in place sees the new weights, autocast's cache
-      off (``forward_context_sees_in_place_updates``).
 
 ``module_init_context()``, ``tensor_init_context()``
     - create parameters and tensors in ``parameter_dtype`` (``parameter_dtype``);
@@ -162,6 +175,31 @@ Training
     - a small model trained under the precision ends within the contract's ``rtol`` of the same model
       trained in float32 (``training_matches_fp32``), and ``Fabric(plugins=[p])`` trains with the
       object (``fabric_loop``).
+
+The Trainer's object (``target="trainer"``, Lightning's ``lightning.pytorch`` ``Precision``), as the
+Trainer's loops and strategy call it
+    - the strategy's backward (``pre_backward``, ``backward``, ``post_backward``) calls the
+      LightningModule's ``on_before_backward`` then ``on_after_backward``, once each
+      (``trainer_backward_hooks``), and leaves the loss's gradients, times the GradScaler's scale where
+      there is one (``trainer_backward_gradients``);
+    - ``optimizer_step(optimizer, model, closure)`` runs the closure once (``trainer_closure_runs_once``)
+      and steps with the true, unscaled gradients in every parameter group (``trainer_step_applied``);
+      takes no step, and leaves the scale, when ``training_step`` returned None
+      (``trainer_skips_step_without_loss``); steps under manual optimization, whose closure returns None
+      (``trainer_manual_optimization_steps``);
+    - with ``gradient_clip_val``, clips after the closure and before the step, the true gradients, by
+      norm over every parameter group (``trainer_clips_after_closure``); ``clip_gradients`` clips every
+      parameter group by norm (``trainer_clip_gradients_by_norm``) and, for
+      ``gradient_clip_algorithm="value"``, by value (``trainer_clip_gradients_by_value``);
+    - its step contexts (``train_step_context``, ``val_step_context``, ``test_step_context``) keep no
+      autocast cache, so a forward after an in-place weight update inside one sees the new weights
+      (``trainer_step_contexts_see_updated_weights``);
+    - ``Trainer(plugins=[p]).fit`` trains with it (``trainer_fit``); the checkpoint holds its
+      ``state_dict()`` under the class's ``__qualname__``, which for a GradScaler is Lightning's own
+      (``MixedPrecision``, ``FSDPPrecision``), so Lightning's plugin and the backend's resume each other's
+      runs (``trainer_checkpoint_key``); and ``fit(ckpt_path=...)`` with a new object restores the
+      GradScaler state, through ``on_load_checkpoint`` and ``load_state_dict``
+      (``trainer_resume_restores_scaler_state``). One fit and one resume per precision serve these.
 
 A contract whose ``converts_modules`` is not empty is also held to the module-conversion checks
 (which layers are converted, that the converted model trains and keeps the plain model's

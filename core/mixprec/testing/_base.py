@@ -132,6 +132,9 @@ class Subject:
         self.availability = availability
         #: Which object is under test: Fabric's ("fabric") or the Trainer's ("trainer").
         self.target: Target = target
+        #: What checks of this subject share within one run (an expensive set-up, such as one Trainer.fit),
+        #: by name: values only, never an object a check goes on to use.
+        self.shared: dict[str, Any] = {}
         #: What the precision promises: the core's standard contract, the backend's declared one, or None.
         self.contract = backend.contract(precision)
 

@@ -5,7 +5,8 @@ small functions named after the behaviour they test: ``_checks_object`` (the obj
 ``_checks_context`` (``forward_context``, the init contexts, ``teardown``), ``_checks_convert``
 (``convert_module``, ``convert_input``, ``convert_output``), ``_checks_step`` (``backward``,
 ``optimizer_step``, ``unscale_gradients``, ``main_params``), ``_checks_state`` (``state_dict``,
-``load_state_dict``), ``_checks_training`` (end to end) and ``_conversion`` (module conversion). What
+``load_state_dict``), ``_checks_training`` (end to end),
+``_checks_trainer`` (the Trainer's hooks, a fit and a resume) and ``_conversion`` (module conversion). What
 they share (:class:`~mixprec.testing._base.Check`, :class:`~mixprec.testing._base.Subject`, the
 failures and helpers) is in :mod:`mixprec.testing._base`. Importing a group registers nothing: a
 check runs because it is listed here, and the docstring of :mod:`mixprec.testing` lists every promise
@@ -21,6 +22,7 @@ from mixprec.testing import _checks_object as object_
 from mixprec.testing import _checks_scaler_limits as scaler_limits
 from mixprec.testing import _checks_state as state
 from mixprec.testing import _checks_step as step
+from mixprec.testing import _checks_trainer as trainer
 from mixprec.testing import _checks_training as training
 from mixprec.testing import _conversion as conversion
 from mixprec.testing._base import Check
@@ -41,7 +43,6 @@ CHECKS: tuple[Check, ...] = (
     context.nested_forward_context,
     context.autocast_cache_cleared,
     forward_context.forward_context_default_dtype,
-    forward_context.forward_context_sees_in_place_updates,
     context.init_contexts_restore_state,
     context.init_contexts_restore_state_after_error,
     context.teardown_restores_state,
@@ -87,6 +88,19 @@ CHECKS: tuple[Check, ...] = (
     scaler_limits.scaler_state_at_its_limits_loaded,
     training.training_matches_fp32,
     training.fabric_loop,
+    trainer.trainer_backward_hooks,
+    trainer.trainer_backward_gradients,
+    trainer.trainer_closure_runs_once,
+    trainer.trainer_step_applied,
+    trainer.trainer_skips_step_without_loss,
+    trainer.trainer_manual_optimization_steps,
+    trainer.trainer_clips_after_closure,
+    trainer.trainer_clip_gradients_by_norm,
+    trainer.trainer_clip_gradients_by_value,
+    trainer.trainer_step_contexts_see_updated_weights,
+    trainer.trainer_fit,
+    trainer.trainer_checkpoint_key,
+    trainer.trainer_resume_restores_scaler_state,
     conversion.converts_eligible_layers,
     conversion.conversion_leaves_other_layers,
     conversion.converted_matmul_dtype,
