@@ -5,10 +5,11 @@
 installed wheel.
 
 :data:`CONTROL_POLICY` builds Lightning's own, unmodified precision classes, each with mixprec's
-state refusal (``ScalerGuard``) as its only addition, and the GradScaler torch builds from the
-user's options: Fabric's classes for ``target="fabric"``, the Trainer's for ``target="trainer"``.
-It is the control that must pass every check. :func:`broken_policy` is the same policy with one
-defect: the methods given replace the control's own, in Fabric's classes or in the Trainer's.
+state refusal (``ScalerGuard``) as its only addition, and the GradScaler ``make_scaler`` builds from the
+user's options (torch's, with the options checked against what its tensors keep): Fabric's classes for
+``target="fabric"``, the Trainer's for ``target="trainer"``. It is the control that must pass every
+check. :func:`broken_policy` is the same policy with one defect: the methods given replace the
+control's own, in Fabric's classes or in the Trainer's.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from lightning.pytorch.plugins import precision as trainer
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from mixprec import Availability
-from mixprec.precision import ScalerGuard
+from mixprec.precision import ScalerGuard, make_scaler
 
 SHARED = {{}}
 
@@ -61,7 +62,7 @@ def device_count():
 
 
 def scaler(request):
-    return torch.amp.GradScaler(request.device.type, **request.options)
+    return make_scaler(request)
 
 
 class Mixed(ScalerGuard, MixedPrecision):

@@ -70,7 +70,9 @@ DEFECTS = [
         "16-mixed",
         "matches_request scaler_options_applied scale_backoff scale_growth nonfinite_step_skipped fused_optimizers"
         " load_state_dict_restores state_dict_torch_save telemetry_counts_steps collapse_detected"
-        " state_dict_without_mixprec_entry_loads telemetry_restored_by_load_state_dict",
+        " state_dict_without_mixprec_entry_loads telemetry_restored_by_load_state_dict"
+        " scaler_options_out_of_range_refused scaler_options_at_their_limits_accepted"
+        " scaler_state_at_its_limits_loaded",
         create="""
         import warnings
 
@@ -93,12 +95,14 @@ DEFECTS = [
     _defect(
         "shared-scaler",
         "16-mixed",
-        "new_object_per_call scaler_options_applied scale_backoff scale_growth",
+        "new_object_per_call scaler_options_applied scale_backoff scale_growth scaler_options_at_their_limits_accepted"
+        " training_matches_fp32 fabric_loop",
         create="""
         shared = SHARED.setdefault("scaler", scaler(request))
         return Mixed(request.precision, request.device.type, scaler=shared)
         """,
-        note="later objects get the first one's scaler, with the options of the first call",
+        note="later objects get the first one's scaler, with the options of the first call; the GradScaler-limit"
+        " checks load states at float32's limits into it, which the training checks after them inherit",
     ),
     # --- forward_context
     _defect(
@@ -482,7 +486,8 @@ DEFECTS = [
     _defect(
         "scaler-ignores-options",
         "16-mixed",
-        "scaler_options_applied scale_backoff scale_growth",
+        "scaler_options_applied scale_backoff scale_growth scaler_options_out_of_range_refused"
+        " scaler_options_at_their_limits_accepted",
         create="""
         init = request.options.get("init_scale", 65536.0)  # the only option it reads
         return Mixed("16-mixed", request.device.type, scaler=torch.amp.GradScaler(request.device.type, init_scale=init))
@@ -669,7 +674,7 @@ DEFECTS = [
         "load-ignores-input",
         "16-mixed",
         "load_state_dict_restores state_dict_torch_save incompatible_state_dict telemetry_restored_by_load_state_dict"
-        " state_dict_without_mixprec_entry_loads",
+        " state_dict_without_mixprec_entry_loads scaler_state_out_of_range_refused scaler_state_at_its_limits_loaded",
         """
         def load_state_dict(self, state_dict):
             pass
@@ -757,8 +762,9 @@ def test_lightnings_own_classes_with_scaler_guard_pass_every_check_of_every_stan
 def test_every_check_is_proven_by_a_broken_backend_that_fails_it() -> None:
     proven = {check for d in DEFECTS for check in d.fails}
     # contract_declared is proven in test_suite.py, the module-conversion checks in test_broken_conversion.py,
-    # the Trainer's in test_broken_trainer.py, the checks of the modules test_broken_promises.py names there.
-    elsewhere = ("_conversion", "_checks_trainer", *PROMISE_MODULES)
+    # the Trainer's in test_broken_trainer.py, the checks of the modules test_broken_promises.py names there,
+    # the GradScaler-limit checks in test_scaler_limits.py, the forward-context ones in test_forward_context.py.
+    elsewhere = ("_conversion", "_checks_trainer", "_checks_scaler_limits", "_checks_forward_context", *PROMISE_MODULES)
     ours = [c.name for c in CHECKS if c.function.__module__.rpartition(".")[2] not in elsewhere]
     assert [name for name in ours if name not in proven] == ["contract_declared"]
 

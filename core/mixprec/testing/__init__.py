@@ -85,6 +85,8 @@ The object
     - nests: an inner one changes nothing and leaving it keeps the outer one (``nested_forward_context``);
     - drops autocast's cached casts on exit, so that the next forward sees weights the optimizer
       changed in place (``autocast_cache_cleared``).
+    - makes new floating tensors in the contract's parameter dtype (the default dtype inside it;
+      float32 under autocast) (``forward_context_default_dtype``);
 
 ``module_init_context()``, ``tensor_init_context()``
     - create parameters and tensors in ``parameter_dtype`` (``parameter_dtype``);
@@ -165,6 +167,18 @@ The object
       ``mixprec.CollapseError`` (``collapse_detected``).
     Objects built through mixprec's builders, or with ``mixprec.precision.ScalerGuard`` among their
     bases, get all of it; an ``optimizer_step`` or ``load_state_dict`` of their own must end in the mixin's.
+
+The GradScaler's limits (its scale is a float32 tensor, its growth tracker an int32 one)
+    - options it cannot keep (an inf, NaN, zero or float32-overflowing ``init_scale``, a
+      ``growth_factor`` that rounds to 1, a ``backoff_factor`` outside (0, 1), a ``growth_interval``
+      outside 1 to 2**31 - 1 or not an int, an ``init_scale`` one backoff takes below the smallest
+      normal float32) are refused with ``mixprec.OptionError`` (``scaler_options_out_of_range_refused``);
+    - options at the limits, the bounds included, are kept as the float or int torch keeps them,
+      ints given for floats too (``scaler_options_at_their_limits_accepted``);
+    - ``load_state_dict()`` refuses state holding such a value with ``mixprec.StateDictError`` and
+      changes nothing (``scaler_state_out_of_range_refused``), and loads state at the limits
+      (``scaler_state_at_its_limits_loaded``). ``mixprec.precision.make_scaler(request)`` builds such
+      a scaler and ``ScalerGuard`` loads such state.
 
 ``teardown()``
     - leaves torch's global state as it was before the object was made (``teardown_restores_state``).

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from mixprec.testing import _checks_context as context
 from mixprec.testing import _checks_convert as convert
+from mixprec.testing import _checks_forward_context as forward_context
 from mixprec.testing import _checks_object as object_
+from mixprec.testing import _checks_scaler_limits as scaler_limits
 from mixprec.testing import _checks_state as state
 from mixprec.testing import _checks_step as step
 from mixprec.testing import _checks_telemetry as telemetry
@@ -54,6 +56,7 @@ CHECKS: tuple[Check, ...] = (
     context.forward_context_restores_state_after_error,
     context.nested_forward_context,
     context.autocast_cache_cleared,
+    forward_context.forward_context_default_dtype,
     context.init_contexts_restore_state,
     context.init_contexts_restore_state_after_error,
     context.teardown_restores_state,
@@ -97,6 +100,10 @@ CHECKS: tuple[Check, ...] = (
     telemetry.telemetry_counts_steps,
     telemetry.telemetry_restored_by_load_state_dict,
     telemetry.collapse_detected,
+    scaler_limits.scaler_options_out_of_range_refused,
+    scaler_limits.scaler_options_at_their_limits_accepted,
+    scaler_limits.scaler_state_out_of_range_refused,
+    scaler_limits.scaler_state_at_its_limits_loaded,
     training.training_matches_fp32,
     training.fabric_loop,
     trainer.trainer_backward_hooks,
