@@ -197,7 +197,7 @@ class Backend:
         contracts: the contract of each precision it offers that is not standard (not in
             :data:`~mixprec.STANDARD_CONTRACTS`), which the conformance suite holds its objects to.
             A standard precision's contract is the core's and cannot be redefined.
-        targets: the objects it builds, of :data:`TARGETS`: by default both, for Fabric and for the Trainer.
+        targets: the objects it builds, of ``("fabric", "trainer")``: by default both, for Fabric and for the Trainer.
             A backend that builds only one says so here (``targets=("fabric",)``): the resolver passes it
             over for the other target and selects the next candidate, and the conformance suite skips the
             other target's checks with this reason.

@@ -65,7 +65,7 @@ __all__ = [
 class ScalerGuard(OptimizerDeviceCheck, TelemetryRecorder):
     """A mixin for Lightning precision classes: no GradScaler state lost, no clipping of scaled gradients, fused
     optimizers clipped too, every optimizer step recorded (``telemetry``, from
-    :class:`~mixprec._recording.TelemetryRecorder`), and an optimizer whose parameters are not on the object's
+    ``TelemetryRecorder``), and an optimizer whose parameters are not on the object's
     device refused at its first step (:class:`~mixprec.OptimizerDeviceError`).
 
     Put it first among the bases of a subclass of a Lightning ``Precision``, Fabric's or the

@@ -156,7 +156,7 @@ class TuneResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TuneResult:
-        """The result :meth:`to_dict` gave (e.g. read back from JSON); a KeyError or TypeError if it is not one."""
+        """The result ``to_dict()`` gave (e.g. read back from JSON); a KeyError or TypeError if it is not one."""
         fields = dict(data)
         fields["measurements"] = tuple(
             Measurement(**{**m, "round_ms": tuple(m["round_ms"])}) for m in fields["measurements"]

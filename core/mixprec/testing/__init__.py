@@ -165,6 +165,7 @@ The object
       (``telemetry_restored_by_load_state_dict``);
     - with ``collapse_after=N, on_collapse="raise"``, the N-th skipped step in a row raises
       ``mixprec.CollapseError`` (``collapse_detected``).
+
     Objects built through mixprec's builders, or with ``mixprec.precision.ScalerGuard`` among their
     bases, get all of it; an ``optimizer_step`` or ``load_state_dict`` of their own must end in the mixin's.
 
