@@ -56,7 +56,7 @@ from mixprec._tune_defaults import (
     ROUNDS,
     WARM_UP_STEPS,
 )
-from mixprec._tune_measure import Clock, MemoryMeter, Trial, clock_for, default_loss, drift, finite
+from mixprec._tune_measure import Clock, MemoryMeter, Trial, clock_for, default_loss, drift, finite, rng_state
 
 if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
@@ -200,7 +200,10 @@ def _checked_number(name: str, value: object, low: float, integer: bool = False)
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, not {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
     if not math.isfinite(number) or number < low or (low == 0.0 and number == 0.0):
         quoted = repr(value) if isinstance(value, float) else shown(value)
         raise PrecisionError(
@@ -526,6 +529,8 @@ def _warm_up(
     left_out: list[tuple[str, str]] = []
     cut: list[str] = []
     wall = Clock("wall time", time.perf_counter)
+    # Every precision starts from the caller's random state, so that dropout draws the same masks in each.
+    initial = rng_state(device)
     for option, precision in zip(runnable, precisions, strict=True):
         if pairs:
             # A further candidate needs its warm-up and one timed step: at least three of fp32's steps.
@@ -539,7 +544,9 @@ def _warm_up(
                 continue
         meter.start()
         try:
-            trial = Trial(precision, call.model, call.optimizer, call.example, call.loss_fn or default_loss, device)
+            trial = Trial(
+                precision, call.model, call.optimizer, call.example, call.loss_fn or default_loss, device, initial
+            )
             first = trial.train(1, wall)
         except PrecisionError:
             raise
@@ -574,7 +581,8 @@ def _rounds(
     trials = [trial for _, trial in pairs]
     share = max(0.0, call.budget_s - (time.perf_counter() - start)) / len(trials)
     most = call.steps - WARM_UP_STEPS
-    planned = [max(1, min(most, int(share / max(t.estimate_s, 1e-9)))) for t in trials]
+    # min before int: a huge budget over a fast step is an infinite float, which int() refuses.
+    planned = [max(1, int(min(most, share / max(t.estimate_s, 1e-9)))) for t in trials]
     cut = [
         f"{option.precision} trained {n + WARM_UP_STEPS} of {call.steps} steps: at about {trial.estimate_s:.3g} s"
         f" a step, more would pass the {call.budget_s:g} s budget"

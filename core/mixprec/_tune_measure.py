@@ -40,12 +40,15 @@ __all__ = [
     "drift",
     "finite",
     "rebuild_optimizer",
+    "rng_state",
 ]
 
 #: The learning rate of the SGD optimizer tune trains with when the caller passes none.
 DEFAULT_LEARNING_RATE = 1e-3
 
 LossFn = Callable[[Any], torch.Tensor]
+#: torch's CPU random state and the device's (None on the CPU).
+RNGState = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def default_loss(output: Any) -> torch.Tensor:
@@ -206,7 +209,10 @@ class Trial:
         example: Any,
         loss_fn: LossFn,
         device: torch.device,
+        rng: RNGState | None = None,
     ) -> None:
+        """``rng``: the random state its first step starts from (default: the current one); give every
+        precision the same, so that a model that draws random numbers (dropout) draws the same in each."""
         from lightning.fabric.utilities.apply_func import move_data_to_device
 
         self.precision = precision
@@ -215,7 +221,7 @@ class Trial:
         self.model = precision.convert_module(copy.deepcopy(model).to(device))
         self.optimizer = rebuild_optimizer(optimizer, model, self.model)
         self.example = move_data_to_device(example, device)
-        self.rng = _rng_state(device)
+        self.rng = rng_state(device) if rng is None else rng
         #: the loss of every step trained, in order
         self.losses: list[float] = []
         #: seconds per step by the clock, in each round trained, by round number
@@ -234,7 +240,7 @@ class Trial:
             losses.append(self._step())
         values = torch.stack(losses).tolist()  # waits for the device, so an asynchronous device is timed whole
         elapsed = (clock.read() - start) / steps
-        self.rng = _rng_state(self.device)
+        self.rng = rng_state(self.device)
         self.losses.extend(values)
         return elapsed
 
@@ -267,12 +273,13 @@ def _call_arguments(example: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (example,), {}
 
 
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def rng_state(device: torch.device) -> RNGState:
+    """torch's CPU random state, and the device's where ``device`` is not the CPU."""
     module = None if device.type == "cpu" else torch.get_device_module(device.type)
     return torch.get_rng_state(), None if module is None else module.get_rng_state(device)
 
 
-def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+def _set_rng_state(device: torch.device, state: RNGState) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.get_device_module(device.type).set_rng_state(state[1], device)

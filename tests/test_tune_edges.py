@@ -1,0 +1,51 @@
+"""``mixprec.tune`` at its edges: odd models, odd arguments, threads, and what it leaves as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import mixprec
+from mixprec import PrecisionError
+
+#: Small enough to be quick; a budget that never cuts these tiny models.
+QUICK: dict[str, Any] = {"device": "cpu", "steps": 4, "budget_s": 60.0, "refresh": True}
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(_isolated_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own tune cache."""
+    directory = tmp_path / "cache"
+    monkeypatch.setenv("MIXPREC_CACHE_DIR", str(directory))
+    return directory / "tune"
+
+
+def dropout_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.5))
+
+
+def test_every_precision_draws_the_same_dropout_masks_as_fp32() -> None:
+    # 64-true computes what 32-true does, to float32's rounding: only different masks could move its loss.
+    result = mixprec.tune(dropout_model(), torch.randn(4, 8), candidates=["64-true"], **QUICK)
+    double = next(m for m in result.measurements if m.precision == "64-true")
+    assert double.drift is not None
+    assert double.drift < 1e-4
+
+
+def test_the_largest_float_budget_is_measured_in_full() -> None:
+    result = mixprec.tune(torch.nn.Linear(4, 4), torch.randn(2, 4), **{**QUICK, "budget_s": 1e308})
+    assert all(m.steps == QUICK["steps"] for m in result.measurements)
+
+
+def test_a_budget_beyond_any_float_is_a_precision_error() -> None:
+    with pytest.raises(PrecisionError, match=r"budget_s=.* out of range"):
+        mixprec.tune(torch.nn.Linear(4, 4), torch.randn(2, 4), **{**QUICK, "budget_s": 10**400})
+
+
+def test_more_steps_than_a_float_holds_is_a_precision_error() -> None:
+    with pytest.raises(PrecisionError, match=r"steps=.* out of range"):
+        mixprec.tune(torch.nn.Linear(4, 4), torch.randn(2, 4), **{**QUICK, "steps": 10**400})
