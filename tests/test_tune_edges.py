@@ -49,3 +49,32 @@ def test_a_budget_beyond_any_float_is_a_precision_error() -> None:
 def test_more_steps_than_a_float_holds_is_a_precision_error() -> None:
     with pytest.raises(PrecisionError, match=r"steps=.* out of range"):
         mixprec.tune(torch.nn.Linear(4, 4), torch.randn(2, 4), **{**QUICK, "steps": 10**400})
+
+
+def test_a_model_on_the_meta_device_is_an_error_that_says_to_materialise_it() -> None:
+    with torch.device("meta"):
+        model = torch.nn.Linear(4, 4)
+    with pytest.raises(PrecisionError, match="to_empty"):
+        mixprec.tune(model, torch.randn(2, 4), **QUICK)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [torch.nn.ReLU(), torch.nn.Linear(4, 4).requires_grad_(False)],
+    ids=["no parameters", "frozen parameters"],
+)
+def test_a_model_with_nothing_to_train_is_an_error_that_says_so(model: torch.nn.Module) -> None:
+    with pytest.raises(PrecisionError, match="no parameter that requires grad"):
+        mixprec.tune(model, torch.randn(2, 4), **QUICK)
+
+
+def test_a_partly_frozen_model_is_measured() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4).requires_grad_(False), torch.nn.Linear(4, 4))
+    result = mixprec.tune(model, torch.randn(2, 4), **QUICK)
+    assert result.precision in {m.precision for m in result.measurements}
+
+
+def test_an_optimizer_whose_step_needs_a_closure_is_an_error_that_says_what_to_pass() -> None:
+    model = torch.nn.Linear(4, 4)
+    with pytest.raises(PrecisionError, match=r"LBFGS\.step needs a closure.*optimizer=None"):
+        mixprec.tune(model, torch.randn(2, 4), optimizer=torch.optim.LBFGS(model.parameters()), **QUICK)

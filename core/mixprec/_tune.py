@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 import os
 import random
@@ -301,6 +302,8 @@ def tune(
         raise TypeError(f"loss_fn must be callable, not {type(loss_fn).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, not {type(optimizer).__name__}")
+    _check_trainable(model)
+    _check_steps_without_closure(optimizer)
     check_target(target)
     call = _Call(
         model,
@@ -319,6 +322,34 @@ def tune(
         return _agreed(call, refresh, progress)
     _warn_if_ranks_may_disagree()
     return _cached(call, refresh, progress)
+
+
+def _check_trainable(model: torch.nn.Module) -> None:
+    """Refuse a model tune cannot train a step of: one without data (on "meta") or with nothing to train."""
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise PrecisionError(
+            "The model's tensors are on the 'meta' device and hold no data, so it cannot train: materialise it"
+            " first (model.to_empty(device=...) and initialise or load its weights), then call tune."
+        )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise PrecisionError(
+            "The model has no parameter that requires grad, so there is no training step to measure: tune the"
+            " model with the parameters it trains unfrozen (requires_grad_(True)), or ask"
+            " get_precision('auto', device) without model= for the answer from the hardware alone."
+        )
+
+
+def _check_steps_without_closure(optimizer: torch.optim.Optimizer | None) -> None:
+    """Refuse an optimizer whose ``step`` needs a closure (LBFGS): tune steps as Fabric's loop does, without one."""
+    if optimizer is None:
+        return
+    closure = inspect.signature(type(optimizer).step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise PrecisionError(
+            f"{type(optimizer).__name__}.step needs a closure, and tune trains steps of the model without one: pass"
+            " optimizer=None (SGD) or an optimizer that steps without a closure (Adam, AdamW), whose speed in each"
+            " precision is the same forward and backward."
+        )
 
 
 def _warn_if_ranks_may_disagree() -> None:
