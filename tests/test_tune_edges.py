@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,32 @@ def test_an_optimizer_whose_step_needs_a_closure_is_an_error_that_says_what_to_p
     model = torch.nn.Linear(4, 4)
     with pytest.raises(PrecisionError, match=r"LBFGS\.step needs a closure.*optimizer=None"):
         mixprec.tune(model, torch.randn(2, 4), optimizer=torch.optim.LBFGS(model.parameters()), **QUICK)
+
+
+def test_two_threads_tuning_at_once_each_measure_as_alone_and_leave_the_random_state() -> None:
+    torch.manual_seed(1)
+    models = [dropout_model_unseeded() for _ in range(2)]
+    before = torch.get_rng_state()
+    results: list[mixprec.TuneResult] = []
+    errors: list[BaseException] = []
+
+    def run(model: torch.nn.Module) -> None:
+        try:
+            results.append(mixprec.tune(model, torch.ones(4, 8), candidates=["64-true"], **QUICK))
+        except BaseException as exc:  # the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(model,)) for model in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    drifts = [m.drift for r in results for m in r.measurements if m.precision == "64-true"]
+    assert len(drifts) == 2
+    assert all(d is not None and d < 1e-4 for d in drifts)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def dropout_model_unseeded() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Dropout(0.5), torch.nn.Linear(64, 8))

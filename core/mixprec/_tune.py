@@ -34,6 +34,7 @@ import os
 import random
 import statistics
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -461,8 +462,20 @@ def _agreed(call: _Call, again: bool | None, progress: Progress | None) -> TuneR
 # --- measuring ------------------------------------------------------------------------------------
 
 
+#: Held while a process measures: the random states are the process's, and concurrent trials would time each other.
+_MEASURING = threading.RLock()
+
+
 def _measure(call: _Call, key: str, progress: Progress | None) -> TuneResult:
-    """Train every candidate that can run here on copies, and choose; the caller's random state is restored."""
+    """Train every candidate that can run here on copies, and choose; the caller's random state is restored.
+
+    One measurement runs at a time in a process: another thread's call waits for it.
+    """
+    with _MEASURING:
+        return _measure_alone(call, key, progress)
+
+
+def _measure_alone(call: _Call, key: str, progress: Progress | None) -> TuneResult:
     start = time.perf_counter()
     device = torch.device(str(call.device))
     runnable, not_measured = _runnable(call)
