@@ -108,3 +108,13 @@ def test_two_threads_tuning_at_once_each_measure_as_alone_and_leave_the_random_s
 
 def dropout_model_unseeded() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Dropout(0.5), torch.nn.Linear(64, 8))
+
+
+def test_another_loss_function_of_the_same_name_is_measured_anew() -> None:
+    model, example = torch.nn.Linear(4, 4), torch.randn(2, 4)
+    settings = {**QUICK, "refresh": None}
+    first = mixprec.tune(model, example, loss_fn=lambda output: output.abs().mean(), **settings)
+    second = mixprec.tune(model, example, loss_fn=lambda output: output.pow(2).mean(), **settings)
+    assert not first.cached
+    assert not second.cached
+    assert mixprec.tune(model, example, loss_fn=lambda output: output.pow(2).mean(), **settings).cached

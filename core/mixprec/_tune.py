@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import math
 import os
@@ -36,6 +37,7 @@ import statistics
 import sys
 import threading
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -396,7 +398,7 @@ class _Call:
             "candidates": self.candidates,
             "target": self.target,
             "strategy": self.strategy,
-            "loss_fn": None if self.loss_fn is None else _qualified(self.loss_fn),
+            "loss_fn": None if self.loss_fn is None else [_qualified(self.loss_fn), _code(self.loss_fn)],
             "optimizer": None
             if optimizer is None
             else [
@@ -414,6 +416,21 @@ class _Call:
 def _qualified(value: object) -> str:
     kind = value if callable(value) and hasattr(value, "__qualname__") else type(value)
     return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', repr(kind))}"
+
+
+def _code(function: object) -> str:
+    """A digest of what a Python function computes (its bytecode, names and constants), "" for other callables.
+
+    Two lambdas share a qualified name (``module.<lambda>``): the code tells them apart, so that one
+    loss function's measurement is never read back for another.
+    """
+    code = getattr(function, "__code__", None)
+    return "" if not isinstance(code, types.CodeType) else hashlib.sha256(_code_text(code).encode()).hexdigest()[:16]
+
+
+def _code_text(code: types.CodeType) -> str:
+    constants = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return f"{code.co_code.hex()}|{code.co_names}|{constants}"
 
 
 def _cached(call: _Call, again: bool | None, progress: Progress | None) -> TuneResult:
