@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,35 @@ def test_another_loss_function_of_the_same_name_is_measured_anew() -> None:
     assert not first.cached
     assert not second.cached
     assert mixprec.tune(model, example, loss_fn=lambda output: output.pow(2).mean(), **settings).cached
+
+
+@pytest.mark.parametrize(
+    "content", ["[" * 100_000, '{"format": 1, "result": ' + "9" * 5000 + "}"], ids=["deep", "long int"]
+)
+def test_a_cache_file_python_cannot_parse_warns_and_is_measured_again(cache_dir: Path, content: str) -> None:
+    model, example = torch.nn.Linear(4, 4), torch.randn(2, 4)
+    first = mixprec.tune(model, example, **{**QUICK, "refresh": None})
+    (cache_dir / f"{first.key}.json").write_text(content)
+
+    with pytest.warns(mixprec.PrecisionWarning, match="measured again"):
+        result = mixprec.tune(model, example, **{**QUICK, "refresh": None})
+
+    assert not result.cached
+
+
+@pytest.mark.parametrize("choice", [5, "bf17-mixed", "64-true"])
+def test_a_cached_choice_that_is_none_of_its_measurements_warns_and_is_measured_again(
+    cache_dir: Path, choice: object
+) -> None:
+    model, example = torch.nn.Linear(4, 4), torch.randn(2, 4)
+    first = mixprec.tune(model, example, **{**QUICK, "refresh": None})
+    path = cache_dir / f"{first.key}.json"
+    stored = json.loads(path.read_text())
+    stored["result"]["precision"] = choice
+    path.write_text(json.dumps(stored))
+
+    with pytest.warns(mixprec.PrecisionWarning, match="measured again"):
+        result = mixprec.tune(model, example, **{**QUICK, "refresh": None})
+
+    assert not result.cached
+    assert result.precision in {m.precision for m in result.measurements}

@@ -160,14 +160,21 @@ class TuneResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TuneResult:
-        """The result :meth:`to_dict` gave (e.g. read back from JSON); a KeyError or TypeError if it is not one."""
+        """The result :meth:`to_dict` gave (e.g. read back from JSON); a KeyError, TypeError or ValueError if it is
+        not one (a field missing or of another kind, or a choice that is none of its measurements)."""
         fields = dict(data)
         fields["measurements"] = tuple(
             Measurement(**{**m, "round_ms": tuple(m["round_ms"])}) for m in fields["measurements"]
         )
         fields["not_measured"] = tuple((str(p), str(why)) for p, why in fields["not_measured"])
         fields["cut"] = tuple(fields["cut"])
-        return cls(**fields)
+        result = cls(**fields)
+        chosen = [(m.precision, m.backend) for m in result.measurements]
+        if (result.precision, result.backend) not in chosen or not all(isinstance(n, str) for m in chosen for n in m):
+            raise ValueError(
+                f"the choice {result.precision!r} ({result.backend!r}) is not one of the measurements {chosen}"
+            )
+        return result
 
     def table(self) -> str:
         """The measurements as an aligned text table, the chosen precision marked ``->``."""

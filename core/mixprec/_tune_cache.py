@@ -117,8 +117,8 @@ def read(key: str) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        _warn(path, f"is not valid JSON ({exc})")
+    except (ValueError, RecursionError) as exc:  # malformed, nested too deep, or an int of too many digits
+        _warn(path, f"is not valid JSON ({type(exc).__name__}: {exc})")
         return None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("result"), dict):
         _warn(path, f"does not hold a measurement of format {FORMAT}")
