@@ -151,3 +151,30 @@ def test_a_cached_choice_that_is_none_of_its_measurements_warns_and_is_measured_
 
     assert not result.cached
     assert result.precision in {m.precision for m in result.measurements}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [({"refresh": "no"}, "refresh must be True, False or None"), ({"progress": 0.5}, "progress must be a function")],
+)
+def test_a_refresh_or_progress_of_the_wrong_type_is_a_type_error_before_measuring(
+    arguments: dict[str, Any], message: str
+) -> None:
+    model = CountingLinear()
+    with pytest.raises(TypeError, match=message):
+        mixprec.tune(model, torch.randn(2, 4), **{**QUICK, **arguments})
+    assert model.calls == 0
+
+
+class CountingLinear(torch.nn.Linear):
+    """A linear layer that counts the forward passes of its copies, on the class."""
+
+    calls = 0
+
+    def __init__(self) -> None:
+        super().__init__(4, 4)
+        type(self).calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        return super().forward(x)

@@ -312,6 +312,10 @@ def tune(
         raise TypeError(f"loss_fn must be callable, not {type(loss_fn).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, not {type(optimizer).__name__}")
+    if refresh is not None and not isinstance(refresh, bool):
+        raise TypeError(f"refresh must be True, False or None, not {type(refresh).__name__}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function of the fraction done, or None, not {type(progress).__name__}")
     _check_trainable(model)
     _check_steps_without_closure(optimizer)
     check_target(target)
