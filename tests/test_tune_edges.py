@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import mixprec
+import mixprec._tune_cache
 from mixprec import PrecisionError
 
 #: Small enough to be quick; a budget that never cuts these tiny models.
@@ -178,3 +179,13 @@ class CountingLinear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         type(self).calls += 1
         return super().forward(x)
+
+
+def test_a_cpuinfo_with_bytes_that_are_not_utf8_is_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = tmp_path / "cpuinfo"
+    odd.write_bytes(b"processor\t: 0\nmodel name\t: Vendor \xff\xfe CPU\nflags\t\t: fpu avx2\n")
+    monkeypatch.setattr(mixprec._tune_cache, "CPUINFO", odd)
+
+    result = mixprec.tune(torch.nn.Linear(4, 4), torch.randn(2, 4), **QUICK)
+
+    assert result.precision in {m.precision for m in result.measurements}

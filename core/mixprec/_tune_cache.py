@@ -63,9 +63,13 @@ def device_identity(device: torch.device) -> dict[str, Any]:
     return identity
 
 
+#: Where Linux names the CPU; read with undecodable bytes replaced, as the probes read it.
+CPUINFO = Path("/proc/cpuinfo")
+
+
 def _cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in CPUINFO.read_text(encoding="utf-8", errors="replace").splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 return value.strip()
