@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 import torch
 
@@ -189,3 +191,22 @@ def test_a_cpuinfo_with_bytes_that_are_not_utf8_is_measured(tmp_path: Path, monk
     result = mixprec.tune(torch.nn.Linear(4, 4), torch.randn(2, 4), **QUICK)
 
     assert result.precision in {m.precision for m in result.measurements}
+
+
+class PythonRandomScale(torch.nn.Module):
+    """A linear layer whose output is scaled by a draw from Python's and NumPy's generators."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.linear(x) * (random.random() + float(numpy.random.rand()))
+        return out
+
+
+def test_every_precision_draws_the_same_python_and_numpy_random_numbers_as_fp32() -> None:
+    result = mixprec.tune(PythonRandomScale(), torch.randn(2, 4), candidates=["64-true"], **QUICK)
+    double = next(m for m in result.measurements if m.precision == "64-true")
+    assert double.drift is not None
+    assert double.drift < 1e-4

@@ -21,6 +21,8 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,6 +36,7 @@ __all__ = [
     "DEFAULT_LEARNING_RATE",
     "Clock",
     "MemoryMeter",
+    "RNGState",
     "Trial",
     "clock_for",
     "default_loss",
@@ -47,8 +50,17 @@ __all__ = [
 DEFAULT_LEARNING_RATE = 1e-3
 
 LossFn = Callable[[Any], torch.Tensor]
-#: torch's CPU random state and the device's (None on the CPU).
-RNGState = tuple[torch.Tensor, torch.Tensor | None]
+
+
+class RNGState(NamedTuple):
+    """The random states a trial restores before each of its rounds (see :func:`rng_state`)."""
+
+    cpu: torch.Tensor
+    #: the device's generator; None on the CPU
+    device: torch.Tensor | None
+    python: Any
+    #: NumPy's global generator; None where NumPy is not imported
+    numpy: Any
 
 
 def default_loss(output: Any) -> torch.Tensor:
@@ -274,15 +286,26 @@ def _call_arguments(example: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 
 def rng_state(device: torch.device) -> RNGState:
-    """torch's CPU random state, and the device's where ``device`` is not the CPU."""
+    """The random states a model's forward may draw from: torch's CPU generator, the device's where ``device`` is
+    not the CPU, Python's, and NumPy's where NumPy is imported."""
     module = None if device.type == "cpu" else torch.get_device_module(device.type)
-    return torch.get_rng_state(), None if module is None else module.get_rng_state(device)
+    numpy = sys.modules.get("numpy")
+    return RNGState(
+        torch.get_rng_state(),
+        None if module is None else module.get_rng_state(device),
+        random.getstate(),
+        None if numpy is None else numpy.random.get_state(),
+    )
 
 
 def _set_rng_state(device: torch.device, state: RNGState) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.get_device_module(device.type).set_rng_state(state[1], device)
+    torch.set_rng_state(state.cpu)
+    if state.device is not None:
+        torch.get_device_module(device.type).set_rng_state(state.device, device)
+    random.setstate(state.python)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and state.numpy is not None:
+        numpy.random.set_state(state.numpy)
 
 
 def drift(losses: Sequence[float], reference: Sequence[float]) -> float | None:
