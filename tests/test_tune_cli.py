@@ -192,3 +192,17 @@ def test_a_script_that_imports_a_module_beside_it_is_tuned_from_another_director
 
     assert ran.code == 0, ran.err
     assert "tune picks " in ran.out
+
+
+def test_a_script_named_as_an_imported_module_leaves_that_module_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIXPREC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    script = tmp_path / "json.py"
+    script.write_text(textwrap.dedent(FACTORIES))
+
+    ran = run_cli(["tune", f"{script}:make", *QUICK])
+
+    assert ran.code == 0, ran.err
+    assert sys.modules["json"] is json

@@ -79,17 +79,20 @@ def _run_file(path: Path, spec: importlib.machinery.ModuleSpec) -> ModuleType:
     """The module of a .py file, run as ``python FILE`` would find its imports: its own directory first on the path.
 
     It is in ``sys.modules`` while it runs, as an imported module is, so that what needs its module
-    there (``dataclasses`` under ``from __future__ import annotations``, pickling) works.
+    there (``dataclasses`` under ``from __future__ import annotations``, pickling) works; unless a module
+    of its name is imported already, which it leaves in place.
     """
     directory = str(path.resolve().parent)
     if directory not in sys.path:
         sys.path.insert(0, directory)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    # A file named as a module already imported (json.py) must not replace it for everyone else.
+    registered = sys.modules.setdefault(spec.name, module) is module
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     except BaseException:
-        del sys.modules[spec.name]
+        if registered:
+            del sys.modules[spec.name]
         raise
     return module
 
