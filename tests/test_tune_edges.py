@@ -210,3 +210,12 @@ def test_every_precision_draws_the_same_python_and_numpy_random_numbers_as_fp32(
     double = next(m for m in result.measurements if m.precision == "64-true")
     assert double.drift is not None
     assert double.drift < 1e-4
+
+
+def test_numpy_scalars_are_numbers_for_budget_steps_and_drift() -> None:
+    result = mixprec.tune(
+        torch.nn.Linear(4, 4),
+        torch.randn(2, 4),
+        **{**QUICK, "steps": numpy.int64(4), "budget_s": numpy.float32(60.0), "max_drift": numpy.float64(0.1)},
+    )
+    assert (result.steps, result.budget_s, result.max_drift) == (4, 60.0, pytest.approx(0.1))

@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import inspect
 import math
+import numbers
 import os
 import random
 import statistics
@@ -208,15 +209,16 @@ def _megabytes(value: int | None) -> str:
 
 
 def _checked_number(name: str, value: object, low: float, integer: bool = False) -> float:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    # numbers' ABCs, so that NumPy's scalars (numpy.int64 from a config array) count as the numbers they are.
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, not {type(value).__name__}")
     try:
         number = float(value)
     except OverflowError:  # an int beyond any float
         number = math.inf
     if not math.isfinite(number) or number < low or (low == 0.0 and number == 0.0):
-        quoted = repr(value) if isinstance(value, float) else shown(value)
+        quoted = shown(int(value)) if isinstance(value, numbers.Integral) else repr(number)
         raise PrecisionError(
             f"{name}={quoted} is out of range: it must be a finite number {'above' if low == 0.0 else 'of at least'}"
             f" {low:g}."
