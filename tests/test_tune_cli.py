@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,58 @@ def test_bad_settings_are_errors(factories: Path, argv: list[str], message: str)
 
     assert ran.code == 2
     assert message in ran.err
+
+
+@pytest.fixture
+def sibling_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A script that imports a module beside it and defines a dataclass, as training scripts do; run from elsewhere."""
+    monkeypatch.setenv("MIXPREC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tune_sibling_layers.py").write_text("import torch\n\nlayer = lambda: torch.nn.Linear(4, 4)\n")
+    (project / "tune_sibling_train.py").write_text(TRAINING_SCRIPT)
+    monkeypatch.chdir(tmp_path)
+    yield project / "tune_sibling_train.py"
+    for name in ("tune_sibling_layers", "tune_sibling_train"):
+        sys.modules.pop(name, None)
+
+
+TRAINING_SCRIPT = """\
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import tune_sibling_layers
+
+
+@dataclass
+class Config:
+    width: int = 4
+
+
+def build():
+    return tune_sibling_layers.layer(), torch.randn(2, Config().width)
+"""
+
+
+def test_a_script_that_imports_a_module_beside_it_is_tuned_from_another_directory(sibling_project: Path) -> None:
+    ran = run_cli(["tune", f"{sibling_project}:build", *QUICK])
+
+    assert ran.code == 0, ran.err
+    assert "tune picks " in ran.out
+
+
+def test_a_script_named_as_an_imported_module_leaves_that_module_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIXPREC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    script = tmp_path / "json.py"
+    script.write_text(textwrap.dedent(FACTORIES))
+
+    ran = run_cli(["tune", f"{script}:make", *QUICK])
+
+    assert ran.code == 0, ran.err
+    assert sys.modules["json"] is json

@@ -205,9 +205,24 @@ def _scaled_step(plugin: Any, optimizer: Any, step: Callable[..., Any], kwargs: 
     if closure is None:
         return step(optimizer, **kwargs)
     with torch.enable_grad():
-        result = closure()
+        try:
+            result = closure()
+        except BaseException:
+            _forget_unscaling(plugin.scaler, optimizer)
+            raise
     step(optimizer, **kwargs)
     return result
+
+
+def _forget_unscaling(scaler: Any, optimizer: Any) -> None:
+    """After a closure that raised: undo its unscaling of ``optimizer``, so that the next step may unscale again.
+
+    The step never happened, so the scaler never updated; left as it was, every later clip would raise
+    UnscalingError. Its gradients stay as they are: the next step zeroes them, as a step always must.
+    """
+    if _stage(scaler, optimizer) is OptState.UNSCALED:
+        # torch keeps the stage in a private table by the optimizer's id (see _stage); a missing entry is READY.
+        scaler._per_optimizer_states.pop(id(optimizer), None)
 
 
 _ATOMS = frozenset({str, int, float, bool, type(None)})

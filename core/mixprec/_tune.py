@@ -28,12 +28,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import inspect
 import math
+import numbers
 import os
 import random
 import statistics
 import sys
+import threading
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -56,7 +61,7 @@ from mixprec._tune_defaults import (
     ROUNDS,
     WARM_UP_STEPS,
 )
-from mixprec._tune_measure import Clock, MemoryMeter, Trial, clock_for, default_loss, drift, finite
+from mixprec._tune_measure import Clock, MemoryMeter, Trial, clock_for, default_loss, drift, finite, rng_state
 
 if TYPE_CHECKING:
     from lightning.fabric.plugins.precision import Precision
@@ -156,14 +161,21 @@ class TuneResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TuneResult:
-        """The result ``to_dict()`` gave (e.g. read back from JSON); a KeyError or TypeError if it is not one."""
+        """The result ``to_dict()`` gave (e.g. read back from JSON); a KeyError, TypeError or ValueError if it is
+        not one (a field missing or of another kind, or a choice that is none of its measurements)."""
         fields = dict(data)
         fields["measurements"] = tuple(
             Measurement(**{**m, "round_ms": tuple(m["round_ms"])}) for m in fields["measurements"]
         )
         fields["not_measured"] = tuple((str(p), str(why)) for p, why in fields["not_measured"])
         fields["cut"] = tuple(fields["cut"])
-        return cls(**fields)
+        result = cls(**fields)
+        chosen = [(m.precision, m.backend) for m in result.measurements]
+        if (result.precision, result.backend) not in chosen or not all(isinstance(n, str) for m in chosen for n in m):
+            raise ValueError(
+                f"the choice {result.precision!r} ({result.backend!r}) is not one of the measurements {chosen}"
+            )
+        return result
 
     def table(self) -> str:
         """The measurements as an aligned text table, the chosen precision marked ``->``."""
@@ -197,12 +209,16 @@ def _megabytes(value: int | None) -> str:
 
 
 def _checked_number(name: str, value: object, low: float, integer: bool = False) -> float:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    # numbers' ABCs, so that NumPy's scalars (numpy.int64 from a config array) count as the numbers they are.
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, not {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
     if not math.isfinite(number) or number < low or (low == 0.0 and number == 0.0):
-        quoted = repr(value) if isinstance(value, float) else shown(value)
+        quoted = shown(int(value)) if isinstance(value, numbers.Integral) else repr(number)
         raise PrecisionError(
             f"{name}={quoted} is out of range: it must be a finite number {'above' if low == 0.0 else 'of at least'}"
             f" {low:g}."
@@ -298,6 +314,12 @@ def tune(
         raise TypeError(f"loss_fn must be callable, not {type(loss_fn).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, not {type(optimizer).__name__}")
+    if refresh is not None and not isinstance(refresh, bool):
+        raise TypeError(f"refresh must be True, False or None, not {type(refresh).__name__}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function of the fraction done, or None, not {type(progress).__name__}")
+    _check_trainable(model)
+    _check_steps_without_closure(optimizer)
     check_target(target)
     call = _Call(
         model,
@@ -316,6 +338,34 @@ def tune(
         return _agreed(call, refresh, progress)
     _warn_if_ranks_may_disagree()
     return _cached(call, refresh, progress)
+
+
+def _check_trainable(model: torch.nn.Module) -> None:
+    """Refuse a model tune cannot train a step of: one without data (on "meta") or with nothing to train."""
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise PrecisionError(
+            "The model's tensors are on the 'meta' device and hold no data, so it cannot train: materialise it"
+            " first (model.to_empty(device=...) and initialise or load its weights), then call tune."
+        )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise PrecisionError(
+            "The model has no parameter that requires grad, so there is no training step to measure: tune the"
+            " model with the parameters it trains unfrozen (requires_grad_(True)), or ask"
+            " get_precision('auto', device) without model= for the answer from the hardware alone."
+        )
+
+
+def _check_steps_without_closure(optimizer: torch.optim.Optimizer | None) -> None:
+    """Refuse an optimizer whose ``step`` needs a closure (LBFGS): tune steps as Fabric's loop does, without one."""
+    if optimizer is None:
+        return
+    closure = inspect.signature(type(optimizer).step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise PrecisionError(
+            f"{type(optimizer).__name__}.step needs a closure, and tune trains steps of the model without one: pass"
+            " optimizer=None (SGD) or an optimizer that steps without a closure (Adam, AdamW), whose speed in each"
+            " precision is the same forward and backward."
+        )
 
 
 def _warn_if_ranks_may_disagree() -> None:
@@ -361,7 +411,7 @@ class _Call:
             "candidates": self.candidates,
             "target": self.target,
             "strategy": self.strategy,
-            "loss_fn": None if self.loss_fn is None else _qualified(self.loss_fn),
+            "loss_fn": None if self.loss_fn is None else [_qualified(self.loss_fn), _code(self.loss_fn)],
             "optimizer": None
             if optimizer is None
             else [
@@ -379,6 +429,21 @@ class _Call:
 def _qualified(value: object) -> str:
     kind = value if callable(value) and hasattr(value, "__qualname__") else type(value)
     return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', repr(kind))}"
+
+
+def _code(function: object) -> str:
+    """A digest of what a Python function computes (its bytecode, names and constants), "" for other callables.
+
+    Two lambdas share a qualified name (``module.<lambda>``): the code tells them apart, so that one
+    loss function's measurement is never read back for another.
+    """
+    code = getattr(function, "__code__", None)
+    return "" if not isinstance(code, types.CodeType) else hashlib.sha256(_code_text(code).encode()).hexdigest()[:16]
+
+
+def _code_text(code: types.CodeType) -> str:
+    constants = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return f"{code.co_code.hex()}|{code.co_names}|{constants}"
 
 
 def _cached(call: _Call, again: bool | None, progress: Progress | None) -> TuneResult:
@@ -427,8 +492,20 @@ def _agreed(call: _Call, again: bool | None, progress: Progress | None) -> TuneR
 # --- measuring ------------------------------------------------------------------------------------
 
 
+#: Held while a process measures: the random states are the process's, and concurrent trials would time each other.
+_MEASURING = threading.RLock()
+
+
 def _measure(call: _Call, key: str, progress: Progress | None) -> TuneResult:
-    """Train every candidate that can run here on copies, and choose; the caller's random state is restored."""
+    """Train every candidate that can run here on copies, and choose; the caller's random state is restored.
+
+    One measurement runs at a time in a process: another thread's call waits for it.
+    """
+    with _MEASURING:
+        return _measure_alone(call, key, progress)
+
+
+def _measure_alone(call: _Call, key: str, progress: Progress | None) -> TuneResult:
     start = time.perf_counter()
     device = torch.device(str(call.device))
     runnable, not_measured = _runnable(call)
@@ -526,6 +603,8 @@ def _warm_up(
     left_out: list[tuple[str, str]] = []
     cut: list[str] = []
     wall = Clock("wall time", time.perf_counter)
+    # Every precision starts from the caller's random state, so that dropout draws the same masks in each.
+    initial = rng_state(device)
     for option, precision in zip(runnable, precisions, strict=True):
         if pairs:
             # A further candidate needs its warm-up and one timed step: at least three of fp32's steps.
@@ -539,7 +618,9 @@ def _warm_up(
                 continue
         meter.start()
         try:
-            trial = Trial(precision, call.model, call.optimizer, call.example, call.loss_fn or default_loss, device)
+            trial = Trial(
+                precision, call.model, call.optimizer, call.example, call.loss_fn or default_loss, device, initial
+            )
             first = trial.train(1, wall)
         except PrecisionError:
             raise
@@ -574,7 +655,8 @@ def _rounds(
     trials = [trial for _, trial in pairs]
     share = max(0.0, call.budget_s - (time.perf_counter() - start)) / len(trials)
     most = call.steps - WARM_UP_STEPS
-    planned = [max(1, min(most, int(share / max(t.estimate_s, 1e-9)))) for t in trials]
+    # min before int: a huge budget over a fast step is an infinite float, which int() refuses.
+    planned = [max(1, int(min(most, share / max(t.estimate_s, 1e-9)))) for t in trials]
     cut = [
         f"{option.precision} trained {n + WARM_UP_STEPS} of {call.steps} steps: at about {trial.estimate_s:.3g} s"
         f" a step, more would pass the {call.budget_s:g} s budget"

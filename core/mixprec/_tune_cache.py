@@ -63,9 +63,13 @@ def device_identity(device: torch.device) -> dict[str, Any]:
     return identity
 
 
+#: Where Linux names the CPU; read with undecodable bytes replaced, as the probes read it.
+CPUINFO = Path("/proc/cpuinfo")
+
+
 def _cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in CPUINFO.read_text(encoding="utf-8", errors="replace").splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 return value.strip()
@@ -117,8 +121,8 @@ def read(key: str) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        _warn(path, f"is not valid JSON ({exc})")
+    except (ValueError, RecursionError) as exc:  # malformed, nested too deep, or an int of too many digits
+        _warn(path, f"is not valid JSON ({type(exc).__name__}: {exc})")
         return None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("result"), dict):
         _warn(path, f"does not hold a measurement of format {FORMAT}")

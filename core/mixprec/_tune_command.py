@@ -9,6 +9,7 @@ example, loss_fn)``. What is measured, the budget and the progress go to stderr;
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -60,9 +61,7 @@ def _import(name: str) -> ModuleType:
             spec = importlib.util.spec_from_file_location(path.stem, path)
             if spec is None or spec.loader is None or not path.is_file():
                 raise PrecisionError(f"{name!r} is not a Python file: pass the path of an existing .py file.")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
+            return _run_file(path, spec)
         # As `python -m` does, the current directory is where a user's own modules are found.
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
@@ -74,6 +73,28 @@ def _import(name: str) -> ModuleType:
             f"Importing {name!r} failed ({type(exc).__name__}: {exc}): pass a module importable from the current"
             " directory, or the path of a .py file."
         ) from exc
+
+
+def _run_file(path: Path, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+    """The module of a .py file, run as ``python FILE`` would find its imports: its own directory first on the path.
+
+    It is in ``sys.modules`` while it runs, as an imported module is, so that what needs its module
+    there (``dataclasses`` under ``from __future__ import annotations``, pickling) works; unless a module
+    of its name is imported already, which it leaves in place.
+    """
+    directory = str(path.resolve().parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    module = importlib.util.module_from_spec(spec)
+    # A file named as a module already imported (json.py) must not replace it for everyone else.
+    registered = sys.modules.setdefault(spec.name, module) is module
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except BaseException:
+        if registered:
+            del sys.modules[spec.name]
+        raise
+    return module
 
 
 def _built(spec: str, factory: Callable[[], Any]) -> tuple[Any, Any, Any]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,18 +36,31 @@ __all__ = [
     "DEFAULT_LEARNING_RATE",
     "Clock",
     "MemoryMeter",
+    "RNGState",
     "Trial",
     "clock_for",
     "default_loss",
     "drift",
     "finite",
     "rebuild_optimizer",
+    "rng_state",
 ]
 
 #: The learning rate of the SGD optimizer tune trains with when the caller passes none.
 DEFAULT_LEARNING_RATE = 1e-3
 
 LossFn = Callable[[Any], torch.Tensor]
+
+
+class RNGState(NamedTuple):
+    """The random states a trial restores before each of its rounds (see :func:`rng_state`)."""
+
+    cpu: torch.Tensor
+    #: the device's generator; None on the CPU
+    device: torch.Tensor | None
+    python: Any
+    #: NumPy's global generator; None where NumPy is not imported
+    numpy: Any
 
 
 def default_loss(output: Any) -> torch.Tensor:
@@ -206,7 +221,10 @@ class Trial:
         example: Any,
         loss_fn: LossFn,
         device: torch.device,
+        rng: RNGState | None = None,
     ) -> None:
+        """``rng``: the random state its first step starts from (default: the current one); give every
+        precision the same, so that a model that draws random numbers (dropout) draws the same in each."""
         from lightning.fabric.utilities.apply_func import move_data_to_device
 
         self.precision = precision
@@ -215,7 +233,7 @@ class Trial:
         self.model = precision.convert_module(copy.deepcopy(model).to(device))
         self.optimizer = rebuild_optimizer(optimizer, model, self.model)
         self.example = move_data_to_device(example, device)
-        self.rng = _rng_state(device)
+        self.rng = rng_state(device) if rng is None else rng
         #: the loss of every step trained, in order
         self.losses: list[float] = []
         #: seconds per step by the clock, in each round trained, by round number
@@ -234,7 +252,7 @@ class Trial:
             losses.append(self._step())
         values = torch.stack(losses).tolist()  # waits for the device, so an asynchronous device is timed whole
         elapsed = (clock.read() - start) / steps
-        self.rng = _rng_state(self.device)
+        self.rng = rng_state(self.device)
         self.losses.extend(values)
         return elapsed
 
@@ -267,15 +285,27 @@ def _call_arguments(example: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (example,), {}
 
 
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def rng_state(device: torch.device) -> RNGState:
+    """The random states a model's forward may draw from: torch's CPU generator, the device's where ``device`` is
+    not the CPU, Python's, and NumPy's where NumPy is imported."""
     module = None if device.type == "cpu" else torch.get_device_module(device.type)
-    return torch.get_rng_state(), None if module is None else module.get_rng_state(device)
+    numpy = sys.modules.get("numpy")
+    return RNGState(
+        torch.get_rng_state(),
+        None if module is None else module.get_rng_state(device),
+        random.getstate(),
+        None if numpy is None else numpy.random.get_state(),
+    )
 
 
-def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.get_device_module(device.type).set_rng_state(state[1], device)
+def _set_rng_state(device: torch.device, state: RNGState) -> None:
+    torch.set_rng_state(state.cpu)
+    if state.device is not None:
+        torch.get_device_module(device.type).set_rng_state(state.device, device)
+    random.setstate(state.python)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and state.numpy is not None:
+        numpy.random.set_state(state.numpy)
 
 
 def drift(losses: Sequence[float], reference: Sequence[float]) -> float | None:
