@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from mixprec._auto import AUTO_ORDER
     from mixprec._explain import Candidate, Explanation, explain
     from mixprec._listing import Record, available
-    from mixprec._locate import locate_overflow
+    from mixprec._locate import OverflowLocator, locate_overflow
     from mixprec._resolver import get_precision
     from mixprec._telemetry import Overflow, Telemetry
     from mixprec._tune import Measurement, TuneResult, tune
@@ -54,6 +54,7 @@ _LAZY = {
     "TuneResult": "mixprec._tune",
     "tune": "mixprec._tune",
     "locate_overflow": "mixprec._locate",
+    "OverflowLocator": "mixprec._locate",
     "Overflow": "mixprec._telemetry",
     "Telemetry": "mixprec._telemetry",
 }
@@ -81,6 +82,7 @@ __all__ = [
     "OptimizerDeviceError",
     "OptionError",
     "Overflow",
+    "OverflowLocator",
     "OptionTrial",
     "PluginError",
     "PrecisionError",

@@ -394,7 +394,7 @@ DEFECTS = [
         " optimizer_step_passes_arguments nonfinite_step_skipped scale_backoff scale_growth unscale_before_clipping"
         " fused_optimizers state_dict_complete state_dict_is_a_snapshot load_state_dict_restores state_dict_torch_save"
         " training_matches_fp32 fabric_loop telemetry_counts_steps collapse_detected"
-        " state_dict_without_mixprec_entry_loads",
+        " state_dict_without_mixprec_entry_loads fused_clipping_with_scaler_matches_unfused",
         """
         def backward(self, tensor, model, *args, **kwargs):
             tensor.backward(*args, **kwargs)
@@ -469,7 +469,8 @@ DEFECTS = [
     _defect(
         "steps-on-inf",
         "16-mixed",
-        "nonfinite_step_skipped fused_optimizers unscale_before_clipping telemetry_counts_steps collapse_detected",
+        "nonfinite_step_skipped fused_optimizers unscale_before_clipping telemetry_counts_steps collapse_detected"
+        " fused_clipping_with_scaler_matches_unfused",
         """
         def optimizer_step(self, optimizer, **kwargs):
             self.scaler.unscale_(optimizer)
@@ -684,7 +685,7 @@ DEFECTS = [
     _defect(
         "refuses-old-checkpoints",
         "16-mixed",
-        "state_dict_without_mixprec_entry_loads",
+        "state_dict_without_mixprec_entry_loads scaler_state_at_its_limits_loaded",
         """
         def load_state_dict(self, state_dict):
             if isinstance(state_dict, dict) and state_dict and "mixprec" not in state_dict:  # "only our own format"

@@ -51,7 +51,8 @@ DEFECTS: dict[str, tuple[str, str, set[str]]] = {
             super().load_state_dict(state_dict)
         """,
         "return build(request)",
-        {"scaler_state_out_of_range_refused"},
+        # it also bypasses the mixin that restores the telemetry counters
+        {"scaler_state_out_of_range_refused", "telemetry_restored_by_load_state_dict"},
     ),
     "state-limits-refused": (
         """
@@ -100,7 +101,9 @@ def test_the_checks_are_in_the_suite() -> None:
 
 
 def test_every_scaler_limit_check_is_proven_by_a_broken_backend() -> None:
-    assert set().union(*(fails for _, _, fails in DEFECTS.values())) == SCALER_LIMIT_CHECKS
+    proven = set().union(*(fails for _, _, fails in DEFECTS.values()))
+    assert proven >= SCALER_LIMIT_CHECKS
+    assert proven - SCALER_LIMIT_CHECKS == {"telemetry_restored_by_load_state_dict"}
 
 
 @pytest.mark.slow

@@ -192,8 +192,7 @@ Training
       trained in float32 (``training_matches_fp32``), and ``Fabric(plugins=[p])`` trains with the
       object (``fabric_loop``).
 
-The Trainer's object (``target="trainer"``, Lightning's ``lightning.pytorch`` ``Precision``), as the
-Trainer's loops and strategy call it
+The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision``), as the Trainer calls it
     - the strategy's backward (``pre_backward``, ``backward``, ``post_backward``) calls the
       LightningModule's ``on_before_backward`` then ``on_after_backward``, once each
       (``trainer_backward_hooks``), and leaves the loss's gradients, times the GradScaler's scale where
