@@ -8,7 +8,7 @@ installed wheel.
 state refusal (``ScalerGuard``) as its only addition, and the GradScaler ``make_scaler`` builds from the
 user's options (torch's, with the options checked against what its tensors keep): Fabric's classes for
 ``target="fabric"``, the Trainer's for ``target="trainer"``, which also resume a checkpoint of another
-precision as mixprec's Trainer classes do (their ``ScalerGuard`` with ``on_load_checkpoint``). It is the
+precision and step a fused optimizer as mixprec's Trainer classes do (their ``_TrainerGuard``). It is the
 control that must pass every check. :func:`broken_policy` is the same policy with one defect: the methods
 given replace the control's own, in Fabric's classes or in the Trainer's.
 """
@@ -50,6 +50,7 @@ from lightning_utilities.core.apply_func import apply_to_collection
 
 from mixprec import Availability
 from mixprec._trainer import _TrainerGuard as TrainerGuard
+from mixprec._trainer import _unscaling_fused
 from mixprec.precision import ScalerGuard, make_scaler
 
 SHARED = {{}}
@@ -86,6 +87,12 @@ class Full(ScalerGuard, Precision):
 class TrainerMixed(TrainerGuard, trainer.MixedPrecision):
     # The Trainer files a plugin's state under its class's __qualname__: Lightning's, as mixprec's classes keep it.
     __qualname__ = "MixedPrecision"
+
+    def optimizer_step(self, optimizer, model, closure, **kwargs):
+        # A fused optimizer's gradients unscaled after the closure, as mixprec's Trainer class does.
+        closure = _unscaling_fused(self, optimizer, model, closure)
+        return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+
 {trainer_methods}
 
 

@@ -75,7 +75,8 @@ DEFECTS = [
     _defect(
         "no-clipping-after-the-closure",
         "16-mixed",
-        "trainer_clips_after_closure trainer_clips_by_value_through_the_hook trainer_step_hooks",
+        "trainer_clips_after_closure trainer_clips_by_value_through_the_hook "
+        "trainer_fused_optimizer_clipped trainer_step_hooks",
         """
         def _after_closure(self, model, optimizer):
             pass
@@ -276,6 +277,27 @@ DEFECTS = [
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "the user knows"
                 super().on_load_checkpoint(checkpoint)
+        """,
+    ),
+    _defect(
+        "fused-optimizer-clipped-scaled",
+        "16-mixed",
+        "trainer_fused_optimizer_clipped",
+        """
+        def optimizer_step(self, optimizer, model, closure, **kwargs):
+            return trainer.MixedPrecision.optimizer_step(self, optimizer, model, closure, **kwargs)  # "Lightning's"
+        """,
+    ),
+    _defect(
+        "refusal-without-how-to-resume",
+        "bf16-true",
+        "trainer_resume_refuses_scaler_state",
+        """
+        def on_load_checkpoint(self, checkpoint):
+            from mixprec import StateDictError
+
+            if self._fitting and {"MixedPrecision", "FSDPPrecision", "native_amp_scaling_state"} & set(checkpoint):
+                raise StateDictError("this checkpoint cannot be resumed here")
         """,
     ),
 ]

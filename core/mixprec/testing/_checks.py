@@ -128,6 +128,7 @@ CHECKS: tuple[Check, ...] = (
     trainer.trainer_evaluates_from_scaler_checkpoint,
     trainer.trainer_resume_finds_scaler_state,
     trainer.trainer_resume_without_scaler_state_warns,
+    trainer.trainer_fused_optimizer_clipped,
     conversion.converts_eligible_layers,
     conversion.conversion_leaves_other_layers,
     conversion.converted_matmul_dtype,

@@ -49,6 +49,7 @@ from mixprec.testing._base import (
     _sgd_step,
     _true_gradients,
     _weights,
+    _wide_parameters,
     check,
     quiet_trainer,
     trainer_placement,
@@ -583,6 +584,14 @@ _SAVED_SCALER_STATE = {
 }
 
 
+class _Wrapper(torch.nn.Module):
+    """A module that holds the LightningModule, as a strategy's wrapper (DDP's) does."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
 def _restore(subject: Subject, stage: str, checkpoint: dict[str, Any]) -> Harness:
     """A new object of the subject's, connected by a Trainer in ``stage`` (fit, validate, test, predict) that then
     restores its state from ``checkpoint`` as the Trainer's checkpoint connector does."""
@@ -590,7 +599,8 @@ def _restore(subject: Subject, stage: str, checkpoint: dict[str, Any]) -> Harnes
 
     harness = Harness(subject)
     harness.trainer.state.fn = TrainerFn(stage)
-    harness.p.connect(harness.module, [harness.optimizer], [])
+    # The strategy connects the LightningModule, or a wrapper of it (DDP's): the plugin finds it inside.
+    harness.p.connect(_Wrapper(harness.module), [harness.optimizer], [])
     connector = harness.trainer._checkpoint_connector
     connector._loaded_checkpoint = checkpoint
     try:
@@ -609,7 +619,14 @@ def trainer_resume_refuses_scaler_state(subject: Subject, contract: Contract) ->
     for key in _SAVED_SCALER_KEYS:
         try:
             _restore(subject, "fit", {key: dict(_SAVED_SCALER_STATE)})
-        except StateDictError:
+        except StateDictError as exc:
+            told = str(exc)
+            _require(
+                repr(key) in told and repr(_SAVED_SCALER_STATE["scale"]) in told and "'16-mixed'" in told,
+                f"resuming GradScaler state under {key!r} raised StateDictError({told!r}); its message must name"
+                f" where the state is ({key!r}), the scale saved ({_SAVED_SCALER_STATE['scale']!r}) and how to"
+                " resume ('16-mixed')",
+            )
             continue
         except Exception as exc:
             raise CheckFailed(
@@ -684,4 +701,32 @@ def trainer_resume_without_scaler_state_warns(subject: Subject, contract: Contra
         harness.scale() == fresh and harness.optimizer.returned is not None,
         f"after resuming from a checkpoint without GradScaler state the first step left the scale at"
         f" {harness.scale()} (a fresh one is {fresh}) or took no step",
+    )
+
+
+@check(applies=lambda c: _scaler(c) and _wide_parameters(c), capability="fused_optimizers", targets=TRAINER)
+def trainer_fused_optimizer_clipped(subject: Subject, contract: Contract) -> None:
+    """With a GradScaler and gradient_clip_val, the Trainer steps a fused optimizer (one that unscales in its own
+    step) as any other: on_before_optimizer_step sees the true gradients, and the step applies them clipped."""
+    harness = Harness(subject, clip=_CLIP_NORM, fused=True)
+    true = _true_gradients(harness.net, subject)
+    try:
+        harness.automatic_step()
+    except Exception as exc:
+        raise CheckFailed(
+            f"a Trainer step of SGD(fused=True) with gradient_clip_val raised {type(exc).__name__}:"
+            f" {(str(exc) or ' ').splitlines()[0]}. Unscale its gradients right after the closure (scaler.unscale_"
+            " unscales a fused optimizer's too), as for any optimizer, or declare 'fused_optimizers' in"
+            " Backend.unsupported"
+        ) from None
+    _close(
+        harness.module.gradients["on_before_optimizer_step"],
+        true,
+        "with SGD(fused=True) on_before_optimizer_step saw gradients that are not the true ones: unscale a fused"
+        " optimizer's gradients right after the closure too",
+    )
+    _close(
+        harness.module.gradients["step"],
+        _clipped_by_norm(true, _CLIP_NORM),
+        f"with SGD(fused=True) the step applied gradients that are not the true ones clipped to norm {_CLIP_NORM}",
     )

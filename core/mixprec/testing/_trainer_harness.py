@@ -35,8 +35,11 @@ def _lightning_module_class() -> type:
     from lightning.pytorch import LightningModule
 
     class Recorder(LightningModule):
-        def __init__(self, net: nn.Module, subject: Subject, *, skip: bool = False, manual: bool = False) -> None:
+        def __init__(
+            self, net: nn.Module, subject: Subject, *, skip: bool = False, manual: bool = False, fused: bool = False
+        ) -> None:
             super().__init__()
+            self.fused = fused
             self.net = net
             self.subject = subject
             self.skip = skip
@@ -53,7 +56,7 @@ def _lightning_module_class() -> type:
             return None if self.skip else _loss(self.net, self.subject)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
-            return _Recording(_param_groups(self.net), self.events, self.gradients)
+            return _Recording(_param_groups(self.net), self.events, self.gradients, fused=self.fused)
 
         def on_before_backward(self, loss: Tensor) -> None:
             self.events.append("on_before_backward")
@@ -98,15 +101,18 @@ def _callback(events: list[str]) -> Any:
 class _Recording(torch.optim.SGD):
     """SGD that records when it steps and the gradients it steps with, after running the closure it is given."""
 
-    def __init__(self, groups: list[dict[str, Any]], events: list[str], gradients: dict[str, list[Tensor]]) -> None:
-        super().__init__(groups)
+    def __init__(
+        self, groups: list[dict[str, Any]], events: list[str], gradients: dict[str, list[Tensor]], *, fused: bool
+    ) -> None:
+        super().__init__(groups, fused=fused or None)
         self.events = events
         self.recorded = gradients
         #: What each closure this optimizer was given returned, and what its last step returned.
         self.closure_results: list[Any] = []
         self.returned: Any = None
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        """Run ``closure``, record the gradients, step; ``kwargs`` are what a GradScaler passes a fused optimizer."""
         result: Any = _NO_CLOSURE
         if closure is not None:
             with torch.enable_grad():
@@ -116,7 +122,7 @@ class _Recording(torch.optim.SGD):
         self.recorded["step"] = [
             p.grad.detach().clone() for g in self.param_groups for p in g["params"] if p.grad is not None
         ]
-        super().step()
+        super().step(**kwargs)
         self.returned = result
         return result
 
