@@ -234,7 +234,10 @@ Trainer's loops and strategy call it
       GradScaler, state filed under any of Lightning's keys (``MixedPrecision``, ``FSDPPrecision``,
       ``native_amp_scaling_state``) is restored (``trainer_resume_finds_scaler_state``), and a checkpoint
       without any warns ``mixprec.PrecisionWarning`` and trains on with a fresh scale
-      (``trainer_resume_without_scaler_state_warns``).
+      (``trainer_resume_without_scaler_state_warns``);
+    - with a GradScaler and ``gradient_clip_val``, a fused optimizer (one that unscales in its own step)
+      is clipped on its true gradients, seen so by ``on_before_optimizer_step`` too
+      (``trainer_fused_optimizer_clipped``, optional: capability ``fused_optimizers``).
 
 The object as a whole
     - leaves torch's process-wide switches as they were through every context and ``teardown()``:
