@@ -7,9 +7,10 @@ installed wheel.
 :data:`CONTROL_POLICY` builds Lightning's own, unmodified precision classes, each with mixprec's
 state refusal (``ScalerGuard``) as its only addition, and the GradScaler ``make_scaler`` builds from the
 user's options (torch's, with the options checked against what its tensors keep): Fabric's classes for
-``target="fabric"``, the Trainer's for ``target="trainer"``. It is the control that must pass every
-check. :func:`broken_policy` is the same policy with one defect: the methods given replace the
-control's own, in Fabric's classes or in the Trainer's.
+``target="fabric"``, the Trainer's for ``target="trainer"``, which also resume a checkpoint of another
+precision and step a fused optimizer as mixprec's Trainer classes do (their ``_TrainerGuard``). It is the
+control that must pass every check. :func:`broken_policy` is the same policy with one defect: the methods
+given replace the control's own, in Fabric's classes or in the Trainer's.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from lightning.pytorch.plugins import precision as trainer
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from mixprec import Availability
+from mixprec._trainer import _TrainerGuard as TrainerGuard
+from mixprec._trainer import _unscaling_fused
 from mixprec.precision import ScalerGuard, make_scaler
 
 SHARED = {{}}
@@ -81,9 +84,15 @@ class Full(ScalerGuard, Precision):
 {methods}
 
 
-class TrainerMixed(ScalerGuard, trainer.MixedPrecision):
+class TrainerMixed(TrainerGuard, trainer.MixedPrecision):
     # The Trainer files a plugin's state under its class's __qualname__: Lightning's, as mixprec's classes keep it.
     __qualname__ = "MixedPrecision"
+
+    def optimizer_step(self, optimizer, model, closure, **kwargs):
+        # A fused optimizer's gradients unscaled after the closure, as mixprec's Trainer class does.
+        closure = _unscaling_fused(self, optimizer, model, closure)
+        return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+
 {trainer_methods}
 
 
@@ -97,15 +106,15 @@ def _trainer_mixed(state):
 copyreg.pickle(TrainerMixed, lambda obj: (_trainer_mixed, (obj.__dict__,)))
 
 
-class TrainerHalf(ScalerGuard, trainer.HalfPrecision):
+class TrainerHalf(TrainerGuard, trainer.HalfPrecision):
 {trainer_methods}
 
 
-class TrainerDouble(ScalerGuard, trainer.DoublePrecision):
+class TrainerDouble(TrainerGuard, trainer.DoublePrecision):
 {trainer_methods}
 
 
-class TrainerFull(ScalerGuard, trainer.Precision):
+class TrainerFull(TrainerGuard, trainer.Precision):
 {trainer_methods}
 
 

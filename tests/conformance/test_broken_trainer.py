@@ -37,7 +37,7 @@ DEFECTS = [
     _defect(
         "pre-backward-skips-on-before-backward",
         "bf16-mixed",
-        "trainer_backward_hooks",
+        "trainer_backward_hooks trainer_step_hooks",
         """
         def pre_backward(self, tensor, module):
             return self.scaler.scale(tensor) if self.scaler is not None else tensor  # "the hooks are the loop's"
@@ -46,7 +46,7 @@ DEFECTS = [
     _defect(
         "post-backward-skips-on-after-backward",
         "16-mixed",
-        "trainer_backward_hooks",
+        "trainer_backward_hooks trainer_step_hooks",
         """
         def post_backward(self, tensor, module):
             return tensor.detach()
@@ -55,7 +55,8 @@ DEFECTS = [
     _defect(
         "backward-of-twice-the-loss",
         "bf16-mixed",
-        "trainer_backward_gradients trainer_step_applied trainer_manual_optimization_steps",
+        "trainer_backward_gradients trainer_clips_by_value_through_the_hook trainer_manual_optimization_not_clipped "
+        "trainer_manual_optimization_steps trainer_step_applied trainer_step_hooks",
         """
         def backward(self, tensor, model, optimizer, *args, **kwargs):
             model.backward(tensor * 2, *args, **kwargs)  # "a sum over two halves"
@@ -64,7 +65,7 @@ DEFECTS = [
     _defect(
         "closure-run-twice",
         "bf16-mixed",
-        "trainer_closure_runs_once trainer_clips_after_closure",
+        "trainer_clips_after_closure trainer_closure_runs_once trainer_step_hooks",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             closure()  # "warm up"
@@ -74,7 +75,8 @@ DEFECTS = [
     _defect(
         "no-clipping-after-the-closure",
         "16-mixed",
-        "trainer_clips_after_closure",
+        "trainer_clips_after_closure trainer_clips_by_value_through_the_hook "
+        "trainer_fused_optimizer_clipped trainer_step_hooks",
         """
         def _after_closure(self, model, optimizer):
             pass
@@ -97,7 +99,7 @@ DEFECTS = [
     _defect(
         "drops-steps-under-manual-optimization",
         "16-mixed",
-        "trainer_manual_optimization_steps",
+        "trainer_manual_optimization_not_clipped trainer_manual_optimization_steps",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             if closure() is None:  # "nothing to step": also every manual step
@@ -112,7 +114,7 @@ DEFECTS = [
     _defect(
         "clip-by-value-ignored",
         "bf16-mixed",
-        "trainer_clip_gradients_by_value",
+        "trainer_clip_gradients_by_value trainer_clips_by_value_through_the_hook",
         """
         def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm=None):
             if clip_val > 0:
@@ -122,7 +124,8 @@ DEFECTS = [
     _defect(
         "clips-the-first-parameter-group-only",
         "bf16-mixed",
-        "trainer_clip_gradients_by_norm trainer_clip_gradients_by_value trainer_clips_after_closure",
+        "trainer_clip_gradients_by_norm trainer_clip_gradients_by_value "
+        "trainer_clips_after_closure trainer_clips_by_value_through_the_hook",
         """
         def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm=None):
             if clip_val <= 0:
@@ -137,7 +140,7 @@ DEFECTS = [
     _defect(
         "state-under-another-key",
         "16-mixed",
-        "trainer_checkpoint_key",
+        "trainer_checkpoint_key trainer_resume_restores_scaler_state",
         """
         __qualname__ = "AmpPrecision"  # the Trainer files the scale under it; Lightning's plugin never finds it
         """,
@@ -145,7 +148,8 @@ DEFECTS = [
     _defect(
         "scaler-state-dropped-on-resume",
         "16-mixed",
-        "trainer_resume_restores_scaler_state",
+        "trainer_resume_finds_scaler_state "
+        "trainer_resume_restores_scaler_state trainer_resume_without_scaler_state_warns",
         """
         def on_load_checkpoint(self, checkpoint):
             checkpoint.pop("MixedPrecision", None)  # "start every resumed run with a fresh scale"
@@ -163,13 +167,137 @@ DEFECTS = [
     _defect(
         "drops-the-optimizers",
         "bf16-mixed",
-        "trainer_fit",
+        "trainer_evaluates_from_scaler_checkpoint trainer_fit",
         """
         def connect(self, model, optimizers, lr_schedulers):
             for optimizer in optimizers:
                 for group in optimizer.param_groups:
                     group["lr"] = 0.0  # "warm-up handled elsewhere"
             return model, optimizers, lr_schedulers
+        """,
+    ),
+    _defect(
+        "callbacks-not-called-before-backward",
+        "bf16-mixed",
+        "trainer_step_hooks",
+        """
+        def pre_backward(self, tensor, module):
+            from lightning.pytorch.trainer import call
+
+            call._call_lightning_module_hook(module.trainer, "on_before_backward", tensor)  # "callbacks see the loss"
+            return tensor
+        """,
+    ),
+    _defect(
+        "post-backward-returns-nothing",
+        "16-mixed",
+        "trainer_hooks_return_the_loss",
+        """
+        def post_backward(self, tensor, module):
+            super().post_backward(tensor, module)  # "the loop keeps its own loss"
+        """,
+    ),
+    _defect(
+        "manual-optimization-clipped",
+        "bf16-mixed",
+        "trainer_manual_optimization_not_clipped",
+        """
+        def _clip_gradients(self, model, optimizer, clip_val=None, gradient_clip_algorithm=None):
+            from lightning.pytorch.trainer import call
+
+            call._call_lightning_module_hook(  # "clip in every mode"
+                model.trainer,
+                "configure_gradient_clipping",
+                optimizer,
+                gradient_clip_val=clip_val,
+                gradient_clip_algorithm=gradient_clip_algorithm,
+            )
+        """,
+    ),
+    _defect(
+        "clipping-hook-without-the-algorithm",
+        "16-mixed",
+        "trainer_clips_by_value_through_the_hook",
+        """
+        def _after_closure(self, model, optimizer):
+            from lightning.pytorch.trainer import call
+
+            trainer = model.trainer
+            call._call_callback_hooks(trainer, "on_before_optimizer_step", optimizer)
+            call._call_lightning_module_hook(trainer, "on_before_optimizer_step", optimizer)
+            self._clip_gradients(model, optimizer, trainer.gradient_clip_val)  # "norm is the default"
+        """,
+    ),
+    _defect(
+        "validation-step-without-autocast",
+        "bf16-mixed",
+        "trainer_step_contexts_enter_forward_context",
+        """
+        @contextlib.contextmanager
+        def val_step_context(self):
+            yield  # "no gradients in validation, so no autocast needed"
+        """,
+    ),
+    _defect(
+        "resume-ignores-scaler-state",
+        "bf16-true",
+        "trainer_resume_refuses_scaler_state",
+        """
+        def on_load_checkpoint(self, checkpoint):
+            pass  # "a precision without a scaler has nothing to restore"
+        """,
+    ),
+    _defect(
+        "refuses-scaler-state-when-evaluating",
+        "32-true",
+        "trainer_evaluates_from_scaler_checkpoint",
+        """
+        def connect(self, model, optimizers, lr_schedulers):
+            return model, optimizers, lr_schedulers  # "every run may resume"
+        """,
+    ),
+    _defect(
+        "scaler-state-only-under-its-own-key",
+        "16-mixed",
+        "trainer_resume_finds_scaler_state",
+        """
+        def on_load_checkpoint(self, checkpoint):
+            if "FSDPPrecision" not in checkpoint:  # "FSDP checkpoints are for FSDP runs"
+                super().on_load_checkpoint(checkpoint)
+        """,
+    ),
+    _defect(
+        "fresh-scale-in-silence",
+        "16-mixed",
+        "trainer_resume_without_scaler_state_warns",
+        """
+        def on_load_checkpoint(self, checkpoint):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "the user knows"
+                super().on_load_checkpoint(checkpoint)
+        """,
+    ),
+    _defect(
+        "fused-optimizer-clipped-scaled",
+        "16-mixed",
+        "trainer_fused_optimizer_clipped",
+        """
+        def optimizer_step(self, optimizer, model, closure, **kwargs):
+            return trainer.MixedPrecision.optimizer_step(self, optimizer, model, closure, **kwargs)  # "Lightning's"
+        """,
+    ),
+    _defect(
+        "refusal-without-how-to-resume",
+        "bf16-true",
+        "trainer_resume_refuses_scaler_state",
+        """
+        def on_load_checkpoint(self, checkpoint):
+            from mixprec import StateDictError
+
+            if self._fitting and {"MixedPrecision", "FSDPPrecision", "native_amp_scaling_state"} & set(checkpoint):
+                raise StateDictError("this checkpoint cannot be resumed here")
         """,
     ),
 ]

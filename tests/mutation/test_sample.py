@@ -34,12 +34,7 @@ def results() -> list[Result]:
 
 #: Targets known to fall short of the goal today, with why: a strict expected failure, so that reaching the goal
 #: fails the run until the entry goes.
-BELOW_GOAL = {
-    "trainer": (
-        "72.9 % of the sample (71.7 % of all mutants): no check resumes a checkpoint of another precision through the"
-        " Trainer's on_load_checkpoint, runs Trainer.predict, or clips with a fused optimizer through the Trainer"
-    ),
-}
+BELOW_GOAL: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

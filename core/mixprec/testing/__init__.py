@@ -215,6 +215,28 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
       runs (``trainer_checkpoint_key``); and ``fit(ckpt_path=...)`` with a new object restores the
       GradScaler state, through ``on_load_checkpoint`` and ``load_state_dict``
       (``trainer_resume_restores_scaler_state``). One fit and one resume per precision serve these.
+    - one automatic step calls the callbacks' and then the LightningModule's ``on_before_backward``,
+      ``on_after_backward`` and ``on_before_optimizer_step`` (which sees the true, unscaled gradients),
+      then ``configure_gradient_clipping``, then the step (``trainer_step_hooks``); the strategy's
+      backward returns the loss detached, the closure the optimizer is given returns the Trainer's
+      closure's loss, and ``optimizer_step`` returns the step's output (``trainer_hooks_return_the_loss``);
+    - under manual optimization ``optimizer_step`` neither clips nor calls ``configure_gradient_clipping``
+      (``trainer_manual_optimization_not_clipped``); with ``gradient_clip_algorithm="value"`` the hook
+      gets the Trainer's value and algorithm and the step the gradients clamped
+      (``trainer_clips_by_value_through_the_hook``);
+    - ``train_step_context``, ``val_step_context``, ``test_step_context`` and ``predict_step_context``
+      set what ``forward_context()`` sets (``trainer_step_contexts_enter_forward_context``);
+    - resuming a fit from a checkpoint of another precision, as the Trainer's checkpoint connector
+      restores it: GradScaler state (a "16-mixed" run's) into a precision without a GradScaler raises
+      ``mixprec.StateDictError`` (``trainer_resume_refuses_scaler_state``), while validate, test and
+      predict from such a checkpoint work (``trainer_evaluates_from_scaler_checkpoint``); with a
+      GradScaler, state filed under any of Lightning's keys (``MixedPrecision``, ``FSDPPrecision``,
+      ``native_amp_scaling_state``) is restored (``trainer_resume_finds_scaler_state``), and a checkpoint
+      without any warns ``mixprec.PrecisionWarning`` and trains on with a fresh scale
+      (``trainer_resume_without_scaler_state_warns``);
+    - with a GradScaler and ``gradient_clip_val``, a fused optimizer (one that unscales in its own step)
+      is clipped on its true gradients, seen so by ``on_before_optimizer_step`` too
+      (``trainer_fused_optimizer_clipped``, optional: capability ``fused_optimizers``).
 
 The object as a whole
     - leaves torch's process-wide switches as they were through every context and ``teardown()``:

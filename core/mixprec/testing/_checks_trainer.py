@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import tempfile
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -48,6 +49,7 @@ from mixprec.testing._base import (
     _sgd_step,
     _true_gradients,
     _weights,
+    _wide_parameters,
     check,
     quiet_trainer,
     trainer_placement,
@@ -422,4 +424,309 @@ def trainer_resume_restores_scaler_state(subject: Subject, contract: Contract) -
         f"resuming through ckpt_path restored the state {fit.restored!r}; the checkpoint saved {saved!r}: the"
         " Trainer restores it through on_load_checkpoint(checkpoint) and load_state_dict() of the entry under the"
         " class's __qualname__; neither may drop it",
+    )
+
+
+# --- the hooks around backward and the step, what the hooks return -----------------------------------------
+
+#: The hooks one automatic step calls, in order, callbacks' before the LightningModule's, as Lightning's Precision does.
+_STEP_HOOKS = [
+    "callback.on_before_backward",
+    "on_before_backward",
+    "callback.on_after_backward",
+    "on_after_backward",
+    "closure",
+    "callback.on_before_optimizer_step",
+    "on_before_optimizer_step",
+    "configure_gradient_clipping",
+    "step",
+]
+
+
+@check(targets=TRAINER)
+def trainer_step_hooks(subject: Subject, contract: Contract) -> None:
+    """One automatic step calls the callbacks' and the LightningModule's hooks around backward and the step, in order.
+
+    on_before_backward and on_after_backward (callbacks first) in the closure, then on_before_optimizer_step (callbacks
+    first), which sees the true (unscaled) gradients, then configure_gradient_clipping, then the step.
+    """
+    harness = Harness(subject)
+    true = _true_gradients(harness.net, subject)
+    harness.automatic_step()
+    _require(
+        harness.module.events == _STEP_HOOKS,
+        f"one automatic step of the Trainer called {harness.module.events}; it must call {_STEP_HOOKS}: pre_backward,"
+        " post_backward and _after_closure call each hook of the callbacks (call._call_callback_hooks) and then of the"
+        " LightningModule, as Lightning's Precision does: an override must call super()",
+    )
+    _close(
+        harness.module.gradients["on_before_optimizer_step"],
+        true,
+        "on_before_optimizer_step saw gradients that are not the true ones: unscale them (scaler.unscale_) right"
+        " after the closure, before the hook, where there is a GradScaler",
+    )
+
+
+@check(targets=TRAINER)
+def trainer_hooks_return_the_loss(subject: Subject, contract: Contract) -> None:
+    """The strategy's backward returns the loss backward ran on, detached; optimizer_step returns the step's output.
+
+    post_backward returns the (scaled) loss detached, which the Trainer's loop keeps; the closure the optimizer is
+    given returns the Trainer's closure's loss (LBFGS and other closure optimizers read it), and optimizer_step
+    returns what the optimizer's step returned.
+    """
+    harness = Harness(subject)
+    loss, returned = harness.backward(harness.optimizer)
+    _require(
+        isinstance(returned, Tensor) and not returned.requires_grad,
+        f"the strategy's backward returned {returned!r}: post_backward must return the loss, detached",
+    )
+    _close(
+        returned.float(),
+        (loss * harness.scale()).detach().float(),
+        "the strategy's backward returned another value than the loss backward ran on (scaled where there is a"
+        " GradScaler): pre_backward returns the loss to differentiate, post_backward returns it detached",
+    )
+    harness.optimizer.zero_grad()
+    out = harness.automatic_step()
+    given = harness.optimizer.closure_results
+    _require(
+        all(result is harness.losses[-1] for result in given),
+        f"the closure optimizer.step was given returned {given!r}, not the Trainer's closure's loss: pass the closure's"
+        " result on (Lightning's _wrap_closure returns it)",
+    )
+    _require(
+        out is harness.optimizer.returned,
+        f"optimizer_step returned {out!r}, not what the optimizer's step returned ({harness.optimizer.returned!r}):"
+        " return the step's output (optimizer.step(...), or scaler.step(optimizer))",
+    )
+
+
+@check(targets=TRAINER)
+def trainer_manual_optimization_not_clipped(subject: Subject, contract: Contract) -> None:
+    """Under manual optimization optimizer_step neither clips nor calls configure_gradient_clipping.
+
+    The Trainer clips in optimizer_step only under automatic optimization; under manual optimization the user clips.
+    """
+    harness = Harness(subject, manual=True, clip=_CLIP_NORM)
+    true = _true_gradients(harness.net, subject)
+    harness.backward(None)
+    harness.p.optimizer_step(harness.optimizer, model=harness.module, closure=lambda: None)
+    _require(
+        "configure_gradient_clipping" not in harness.module.events,
+        "under manual optimization optimizer_step called configure_gradient_clipping: the Trainer clips only under"
+        " automatic optimization (model.automatic_optimization), as Lightning's Precision._clip_gradients does",
+    )
+    _close(
+        harness.module.gradients["step"],
+        true,
+        "under manual optimization the step applied other gradients than the true ones: do not clip them there",
+    )
+
+
+@check(targets=TRAINER)
+def trainer_clips_by_value_through_the_hook(subject: Subject, contract: Contract) -> None:
+    """With gradient_clip_algorithm="value", configure_gradient_clipping gets the Trainer's value and algorithm, and the
+    step applies the true gradients clamped to ±gradient_clip_val."""
+    harness = Harness(subject, clip=_CLIP_VALUE, algorithm="value")
+    true = _true_gradients(harness.net, subject)
+    harness.automatic_step()
+    _require(
+        harness.module.clipping == [(_CLIP_VALUE, "value")],
+        f"configure_gradient_clipping was called with {harness.module.clipping}; it must get the Trainer's"
+        f" gradient_clip_val and gradient_clip_algorithm, [({_CLIP_VALUE}, 'value')], once: pass both on",
+    )
+    _close(
+        harness.module.gradients["step"],
+        [g.clamp(-_CLIP_VALUE, _CLIP_VALUE) for g in true],
+        f"with gradient_clip_algorithm='value' the step applied gradients other than the true ones clamped to"
+        f" ±{_CLIP_VALUE}: clip by the algorithm the Trainer is configured with",
+    )
+
+
+# --- the step contexts enter forward_context ---------------------------------------------------------------
+
+
+def _precision_state(device: Any) -> tuple[bool, torch.dtype, torch.dtype]:
+    return torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type), torch.get_default_dtype()
+
+
+@check(targets=TRAINER)
+def trainer_step_contexts_enter_forward_context(subject: Subject, contract: Contract) -> None:
+    """train_step_context, val_step_context, test_step_context and predict_step_context each set what
+    forward_context() sets (autocast and its dtype, the default dtype): Trainer.fit, validate, test and predict run
+    their steps in them."""
+    p: Any = subject.make()
+    with p.forward_context():
+        expected = _precision_state(subject.device)
+    for name in ("train_step_context", "val_step_context", "test_step_context", "predict_step_context"):
+        with getattr(p, name)():
+            got = _precision_state(subject.device)
+        _require(
+            got == expected,
+            f"inside {name}() autocast, its dtype and the default dtype are {got}; inside forward_context() they are"
+            f" {expected}: each step context must enter self.forward_context()",
+        )
+
+
+# --- resuming a checkpoint of another precision (on_load_checkpoint) ------------------------------------------
+
+#: Where a checkpoint may hold GradScaler state: under Lightning's plugins' class names, and the key of older
+#: checkpoints, which the Trainer loads into any MixedPrecision.
+_SAVED_SCALER_KEYS = (*_SCALER_KEYS, "native_amp_scaling_state")
+#: A "16-mixed" run's GradScaler state, as torch's GradScaler.state_dict() has it, with a scale no fresh one has.
+_SAVED_SCALER_STATE = {
+    "scale": 512.0,
+    "growth_factor": 2.0,
+    "backoff_factor": 0.5,
+    "growth_interval": 2000,
+    "_growth_tracker": 3,
+}
+
+
+class _Wrapper(torch.nn.Module):
+    """A module that holds the LightningModule, as a strategy's wrapper (DDP's) does."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
+def _restore(subject: Subject, stage: str, checkpoint: dict[str, Any]) -> Harness:
+    """A new object of the subject's, connected by a Trainer in ``stage`` (fit, validate, test, predict) that then
+    restores its state from ``checkpoint`` as the Trainer's checkpoint connector does."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    harness = Harness(subject)
+    harness.trainer.state.fn = TrainerFn(stage)
+    # The strategy connects the LightningModule, or a wrapper of it (DDP's): the plugin finds it inside.
+    harness.p.connect(_Wrapper(harness.module), [harness.optimizer], [])
+    connector = harness.trainer._checkpoint_connector
+    connector._loaded_checkpoint = checkpoint
+    try:
+        connector.restore_precision_plugin_state()
+    finally:
+        connector._loaded_checkpoint = {}
+    return harness
+
+
+@check(applies=lambda contract: not contract.loss_scaling, targets=TRAINER)
+def trainer_resume_refuses_scaler_state(subject: Subject, contract: Contract) -> None:
+    """Resuming a fit from a checkpoint with GradScaler state (a "16-mixed" run's) into this precision, which has no
+    GradScaler, raises StateDictError, wherever Lightning files it: the scale is never dropped in silence."""
+    from mixprec._errors import StateDictError
+
+    for key in _SAVED_SCALER_KEYS:
+        try:
+            _restore(subject, "fit", {key: dict(_SAVED_SCALER_STATE)})
+        except StateDictError as exc:
+            told = str(exc)
+            _require(
+                repr(key) in told and repr(_SAVED_SCALER_STATE["scale"]) in told and "'16-mixed'" in told,
+                f"resuming GradScaler state under {key!r} raised StateDictError({told!r}); its message must name"
+                f" where the state is ({key!r}), the scale saved ({_SAVED_SCALER_STATE['scale']!r}) and how to"
+                " resume ('16-mixed')",
+            )
+            continue
+        except Exception as exc:
+            raise CheckFailed(
+                f"resuming a fit from a checkpoint with GradScaler state under {key!r} raised {type(exc).__name__}:"
+                f" {(str(exc) or ' ').splitlines()[0]}; it must raise mixprec.StateDictError saying how to resume"
+            ) from None
+        raise CheckFailed(
+            f"resuming a fit from a checkpoint with GradScaler state under {key!r} into {subject.precision!r}, which"
+            " has no GradScaler, dropped the state in silence: on_load_checkpoint(checkpoint) must raise"
+            " mixprec.StateDictError (mixprec.precision's Trainer classes do)"
+        )
+
+
+@check(applies=lambda contract: not contract.loss_scaling, targets=TRAINER)
+def trainer_evaluates_from_scaler_checkpoint(subject: Subject, contract: Contract) -> None:
+    """Trainer.validate, test and predict from a "16-mixed" run's checkpoint work in this precision: only a fit
+    resumes training, so only a fit refuses GradScaler state it cannot take."""
+    for stage in ("validate", "test", "predict"):
+        try:
+            _restore(subject, stage, {"FSDPPrecision": dict(_SAVED_SCALER_STATE)})
+        except Exception as exc:
+            raise CheckFailed(
+                f"Trainer.{stage}(ckpt_path=...) from a '16-mixed' run's checkpoint raised {type(exc).__name__}:"
+                f" {(str(exc) or ' ').splitlines()[0]}. Only a fit resumes training: refuse GradScaler state only"
+                " when the Trainer fits (trainer.state.fn == TrainerFn.FITTING, known in connect())"
+            ) from None
+
+
+@check(applies=_scaler, targets=TRAINER)
+def trainer_resume_finds_scaler_state(subject: Subject, contract: Contract) -> None:
+    """Resuming a fit restores GradScaler state filed under any of Lightning's keys ("MixedPrecision",
+    "FSDPPrecision", "native_amp_scaling_state"), not only the class's own: a run resumed with or without FSDP, or
+    from an older checkpoint, keeps its scale."""
+    for key in _SAVED_SCALER_KEYS:
+        harness = _restore(subject, "fit", {key: dict(_SAVED_SCALER_STATE)})
+        scale = harness.scale()
+        _require(
+            scale == _SAVED_SCALER_STATE["scale"],
+            f"resuming a fit from a checkpoint with GradScaler state under {key!r} left the scale at {scale}, not the"
+            f" {_SAVED_SCALER_STATE['scale']} saved: on_load_checkpoint must file state saved under another of"
+            f" Lightning's keys {_SAVED_SCALER_KEYS} under the class's __qualname__, where the Trainer loads it",
+        )
+
+
+@check(applies=_scaler, targets=TRAINER)
+def trainer_resume_without_scaler_state_warns(subject: Subject, contract: Contract) -> None:
+    """Resuming a fit from a checkpoint without GradScaler state (a "bf16-mixed" or "true" run's) warns
+    PrecisionWarning that the scale starts fresh, and then trains with a fresh scale."""
+    from mixprec._errors import PrecisionWarning
+
+    fresh = Harness(subject).scale()
+    other: Any = subject.make()
+    # What a "bf16-mixed" run of mixprec's saves: its "mixprec" entry alone, under Lightning's class name.
+    checkpoint = {"MixedPrecision": {STATE_ENTRY: copy.deepcopy(other.state_dict().get(STATE_ENTRY))}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            harness = _restore(subject, "fit", checkpoint)
+        except Exception as exc:
+            raise CheckFailed(
+                f"resuming a fit from a checkpoint without GradScaler state raised {type(exc).__name__}:"
+                f" {(str(exc) or ' ').splitlines()[0]}; it must warn (mixprec.PrecisionWarning) and train on with a"
+                " fresh scale: drop the entry without scaler state in on_load_checkpoint"
+            ) from None
+    _require(
+        any(issubclass(w.category, PrecisionWarning) for w in caught),
+        "resuming a fit from a checkpoint without GradScaler state said nothing: on_load_checkpoint must warn"
+        " mixprec.PrecisionWarning that the scale starts fresh",
+    )
+    harness.automatic_step()
+    _require(
+        harness.scale() == fresh and harness.optimizer.returned is not None,
+        f"after resuming from a checkpoint without GradScaler state the first step left the scale at"
+        f" {harness.scale()} (a fresh one is {fresh}) or took no step",
+    )
+
+
+@check(applies=lambda c: _scaler(c) and _wide_parameters(c), capability="fused_optimizers", targets=TRAINER)
+def trainer_fused_optimizer_clipped(subject: Subject, contract: Contract) -> None:
+    """With a GradScaler and gradient_clip_val, the Trainer steps a fused optimizer (one that unscales in its own
+    step) as any other: on_before_optimizer_step sees the true gradients, and the step applies them clipped."""
+    harness = Harness(subject, clip=_CLIP_NORM, fused=True)
+    true = _true_gradients(harness.net, subject)
+    try:
+        harness.automatic_step()
+    except Exception as exc:
+        raise CheckFailed(
+            f"a Trainer step of SGD(fused=True) with gradient_clip_val raised {type(exc).__name__}:"
+            f" {(str(exc) or ' ').splitlines()[0]}. Unscale its gradients right after the closure (scaler.unscale_"
+            " unscales a fused optimizer's too), as for any optimizer, or declare 'fused_optimizers' in"
+            " Backend.unsupported"
+        ) from None
+    _close(
+        harness.module.gradients["on_before_optimizer_step"],
+        true,
+        "with SGD(fused=True) on_before_optimizer_step saw gradients that are not the true ones: unscale a fused"
+        " optimizer's gradients right after the closure too",
+    )
+    _close(
+        harness.module.gradients["step"],
+        _clipped_by_norm(true, _CLIP_NORM),
+        f"with SGD(fused=True) the step applied gradients that are not the true ones clipped to norm {_CLIP_NORM}",
     )

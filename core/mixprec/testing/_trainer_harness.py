@@ -35,14 +35,18 @@ def _lightning_module_class() -> type:
     from lightning.pytorch import LightningModule
 
     class Recorder(LightningModule):
-        def __init__(self, net: nn.Module, subject: Subject, *, skip: bool = False, manual: bool = False) -> None:
+        def __init__(
+            self, net: nn.Module, subject: Subject, *, skip: bool = False, manual: bool = False, fused: bool = False
+        ) -> None:
             super().__init__()
+            self.fused = fused
             self.net = net
             self.subject = subject
             self.skip = skip
             self.automatic_optimization = not manual
             self.events: list[str] = []
             self.gradients: dict[str, list[Tensor]] = {}
+            self.clipping: list[tuple[Any, Any]] = []
 
         def forward(self, inputs: Tensor) -> Tensor:
             out: Tensor = self.net(inputs)
@@ -52,7 +56,7 @@ def _lightning_module_class() -> type:
             return None if self.skip else _loss(self.net, self.subject)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
-            return _Recording(_param_groups(self.net), self.events, self.gradients)
+            return _Recording(_param_groups(self.net), self.events, self.gradients, fused=self.fused)
 
         def on_before_backward(self, loss: Tensor) -> None:
             self.events.append("on_before_backward")
@@ -63,35 +67,69 @@ def _lightning_module_class() -> type:
 
         def on_before_optimizer_step(self, optimizer: Any) -> None:
             self.events.append("on_before_optimizer_step")
+            self.gradients["on_before_optimizer_step"] = [
+                p.grad.detach().clone() for p in self.net.parameters() if p.grad is not None
+            ]
 
         def configure_gradient_clipping(
             self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
         ) -> None:
             self.events.append("configure_gradient_clipping")
+            self.clipping.append((gradient_clip_val, gradient_clip_algorithm))
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     return Recorder
 
 
+def _callback(events: list[str]) -> Any:
+    """A Trainer callback that records, as "callback.HOOK", the hooks around backward and the step it is called."""
+    from lightning.pytorch import Callback
+
+    class Hooks(Callback):
+        def on_before_backward(self, trainer: Any, module: Any, loss: Tensor) -> None:
+            events.append("callback.on_before_backward")
+
+        def on_after_backward(self, trainer: Any, module: Any) -> None:
+            events.append("callback.on_after_backward")
+
+        def on_before_optimizer_step(self, trainer: Any, module: Any, optimizer: Any) -> None:
+            events.append("callback.on_before_optimizer_step")
+
+    return Hooks()
+
+
 class _Recording(torch.optim.SGD):
     """SGD that records when it steps and the gradients it steps with, after running the closure it is given."""
 
-    def __init__(self, groups: list[dict[str, Any]], events: list[str], gradients: dict[str, list[Tensor]]) -> None:
-        super().__init__(groups)
+    def __init__(
+        self, groups: list[dict[str, Any]], events: list[str], gradients: dict[str, list[Tensor]], *, fused: bool
+    ) -> None:
+        super().__init__(groups, fused=fused or None)
         self.events = events
         self.recorded = gradients
+        #: What each closure this optimizer was given returned, and what its last step returned.
+        self.closure_results: list[Any] = []
+        self.returned: Any = None
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        result = None
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        """Run ``closure``, record the gradients, step; ``kwargs`` are what a GradScaler passes a fused optimizer."""
+        result: Any = _NO_CLOSURE
         if closure is not None:
             with torch.enable_grad():
                 result = closure()
+            self.closure_results.append(result)
         self.events.append("step")
         self.recorded["step"] = [
             p.grad.detach().clone() for g in self.param_groups for p in g["params"] if p.grad is not None
         ]
-        super().step()
+        super().step(**kwargs)
+        self.returned = result
         return result
+
+
+#: What the recording optimizer's step returns when it is given no closure: torch's SGD returns None there, which
+#: would not tell a step's output from a lost one.
+_NO_CLOSURE = object()
 
 
 def gradients(model: nn.Module) -> list[Tensor]:
@@ -133,6 +171,7 @@ class Harness:
             self.trainer = Trainer(
                 **trainer_placement(device),
                 plugins=[p],
+                callbacks=[_callback(self.module.events)],
                 gradient_clip_val=clip,
                 gradient_clip_algorithm=algorithm,
                 logger=False,
@@ -144,19 +183,22 @@ class Harness:
         self.module.trainer = self.trainer
         self.optimizer = self.module.configure_optimizers()
         self.closures = 0
+        #: What the Trainer's closure returned, each time it ran.
+        self.losses: list[Tensor | None] = []
 
     @property
     def net(self) -> nn.Module:
         net: nn.Module = self.module.net
         return net
 
-    def backward(self, optimizer: Any) -> Tensor:
-        """The training step's loss through the strategy's backward: pre_backward, backward, post_backward."""
+    def backward(self, optimizer: Any) -> tuple[Tensor, Tensor]:
+        """The training step's loss through the strategy's backward: pre_backward, backward, post_backward; the loss
+        and what the strategy's backward returned."""
         loss = _loss(self.net, self.subject)
-        self.trainer.strategy.backward(loss, optimizer)
-        return loss
+        returned: Tensor = self.trainer.strategy.backward(loss, optimizer)
+        return loss, returned
 
-    def automatic_step(self, poison: float | None = None) -> None:
+    def automatic_step(self, poison: float | None = None) -> Any:
         """One step of automatic optimization: optimizer_step with the closure the Trainer's loop builds.
 
         With ``poison`` (inf or NaN), the closure puts it into the first gradient after backward.
@@ -167,14 +209,16 @@ class Harness:
             self.optimizer.zero_grad()
             loss: Tensor | None = self.module.training_step(None, 0)
             if loss is None:
+                self.losses.append(None)
                 return None
             self.trainer.strategy.backward(loss, self.optimizer)
             if poison is not None:
                 _poison(self.net, poison)
             self.module.events.append("closure")
-            return loss.detach()
+            self.losses.append(loss.detach())
+            return self.losses[-1]
 
-        self.p.optimizer_step(self.optimizer, model=self.module, closure=closure)
+        return self.p.optimizer_step(self.optimizer, model=self.module, closure=closure)
 
     def scale(self) -> float:
         scaler = getattr(self.p, "scaler", None)
