@@ -568,7 +568,9 @@ def _caller_state_kept(device: torch.device) -> Iterator[None]:
     python = random.getstate()
     numpy = sys.modules.get("numpy")
     numpy_state = None if numpy is None else numpy.random.get_state()
-    devices = [device] if device.type != "cpu" else []
+    # A device module without a generator of its own (some out-of-tree devices) draws from the CPU's.
+    seeded = device.type != "cpu" and hasattr(torch.get_device_module(device.type), "get_rng_state")
+    devices = [device] if seeded else []
     with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
         try:
             yield

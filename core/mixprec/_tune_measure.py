@@ -56,7 +56,7 @@ class RNGState(NamedTuple):
     """The random states a trial restores before each of its rounds (see :func:`rng_state`)."""
 
     cpu: torch.Tensor
-    #: the device's generator; None on the CPU
+    #: the device's generator; None on the CPU and for a device module without one
     device: torch.Tensor | None
     python: Any
     #: NumPy's global generator; None where NumPy is not imported
@@ -168,7 +168,7 @@ class MemoryMeter:
     def _method(self) -> str:
         if self.device.type != "cpu":
             accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
-            if accelerator is not None and accelerator.type == self.device.type:
+            if accelerator is not None and accelerator.type == self.device.type and _keeps_statistics(self.device):
                 return f"peak bytes allocated on {self.device.type} over those before (torch.accelerator)"
             return "not measured"
         if _STATUS.exists() and _clear_peak():
@@ -192,6 +192,16 @@ class MemoryMeter:
         if self.method.startswith("rise"):
             return max(0, _status_bytes("VmHWM") - self._before)
         return None
+
+
+def _keeps_statistics(device: torch.device) -> bool:
+    """Whether ``device``'s allocator keeps the statistics torch.accelerator reads: an out-of-tree device's own
+    allocator may not (torch then raises "Allocator for ... is not a DeviceAllocator")."""
+    try:
+        torch.accelerator.memory_allocated(device)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _clear_peak() -> bool:
@@ -289,10 +299,12 @@ def rng_state(device: torch.device) -> RNGState:
     """The random states a model's forward may draw from: torch's CPU generator, the device's where ``device`` is
     not the CPU, Python's, and NumPy's where NumPy is imported."""
     module = None if device.type == "cpu" else torch.get_device_module(device.type)
+    # A device module without a generator of its own (some out-of-tree devices) draws from the CPU's.
+    get_state = getattr(module, "get_rng_state", None)
     numpy = sys.modules.get("numpy")
     return RNGState(
         torch.get_rng_state(),
-        None if module is None else module.get_rng_state(device),
+        None if get_state is None else get_state(device),
         random.getstate(),
         None if numpy is None else numpy.random.get_state(),
     )

@@ -72,3 +72,22 @@ def test_a_vendor_backend_for_the_device_type_wins(fake_device: ModuleType) -> N
     assert mixprec.get_precision("bf16-mixed", fake_device.NAME).mixprec_backend == "fakevendor"
     # mixprec-accelerator still serves what the vendor's backend does not offer.
     assert mixprec.get_precision("16-mixed", fake_device.NAME).mixprec_backend == "accelerator"
+
+
+def test_tune_measures_the_model_on_the_fake_device(fake_device: ModuleType) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    example = torch.randn(4, 8)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+    result = mixprec.tune(model, example, device=fake_device.NAME, budget_s=20.0, steps=6, refresh=True)
+
+    measured = {m.precision: m for m in result.measurements}
+    assert set(measured) == {"32-true", "bf16-mixed", "16-mixed"}
+    assert {m.backend for m in measured.values() if m.precision != "32-true"} == {"accelerator"}
+    assert all(m.finite and m.steps >= 3 for m in measured.values())
+    assert result.device == fake_device.NAME
+    assert result.precision in measured
+    chosen = result.precision_object()
+    assert (chosen.precision, getattr(chosen, "device", fake_device.NAME)) == (result.precision, fake_device.NAME)
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
