@@ -37,7 +37,6 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch.nn import Module
 from torch.optim import Optimizer
-from typing_extensions import override
 
 from mixprec._errors import PrecisionWarning, StateDictError
 from mixprec._fabric import DeviceFSDP, ScalerGuard
@@ -83,6 +82,16 @@ class _TrainerGuard(ScalerGuard):
         # gradients are unscaled by now (see _unscaling_fused): clip with the base class's code, which every other
         # Lightning class uses as it is.
         lightning.Precision.clip_gradients(self, optimizer, clip_val, gradient_clip_algorithm)  # type: ignore[arg-type]
+
+    def optimizer_step(self, optimizer: Any, model: Any = None, closure: Any = None, **kwargs: Any) -> Any:
+        """Lightning's ``optimizer_step(optimizer, model, closure)``, with a fused optimizer's gradients unscaled
+        right after the closure where there is a scaler (see :func:`_unscaling_fused`).
+
+        ``model`` and ``closure`` are required, as in Lightning's Trainer classes; their defaults only keep the
+        signature one that Fabric's ``optimizer_step(optimizer, **kwargs)`` also fits, for classes on both.
+        """
+        closure = _unscaling_fused(self, optimizer, model, closure)
+        return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._fitting:
@@ -164,13 +173,6 @@ def _unresumable(precision: str, key: str, state: Any) -> str:
 class MixedPrecision(_TrainerGuard, lightning.MixedPrecision):
     """The Trainer's ``MixedPrecision`` ("16-mixed", "bf16-mixed") on the resolved device."""
 
-    @override
-    def optimizer_step(  # type: ignore[override]
-        self, optimizer: Any, model: LightningModule, closure: Callable[[], Any], **kwargs: Any
-    ) -> Any:
-        closure = _unscaling_fused(self, optimizer, model, closure)
-        return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
-
 
 #: The public name backends subclass it by (``mixprec.precision.TrainerAutocastPrecision``); the class keeps
 #: Lightning's name, under which the Trainer files its state in a checkpoint.
@@ -179,13 +181,6 @@ TrainerAutocastPrecision = MixedPrecision
 
 class FSDPPrecision(DeviceFSDP, _TrainerGuard, lightning.FSDPPrecision):
     """The Trainer's ``FSDPPrecision``, for every precision FSDP trains in, on the requested device."""
-
-    @override
-    def optimizer_step(  # type: ignore[override]
-        self, optimizer: Any, model: LightningModule, closure: Callable[[], Any], **kwargs: Any
-    ) -> Any:
-        closure = _unscaling_fused(self, optimizer, model, closure)
-        return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
 
 
 class Precision(_TrainerGuard, lightning.Precision):

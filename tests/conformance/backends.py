@@ -50,7 +50,6 @@ from lightning_utilities.core.apply_func import apply_to_collection
 
 from mixprec import Availability
 from mixprec._trainer import _TrainerGuard as TrainerGuard
-from mixprec._trainer import _unscaling_fused
 from mixprec.precision import ScalerGuard, make_scaler
 
 SHARED = {{}}
@@ -87,11 +86,6 @@ class Full(ScalerGuard, Precision):
 class TrainerMixed(TrainerGuard, trainer.MixedPrecision):
     # The Trainer files a plugin's state under its class's __qualname__: Lightning's, as mixprec's classes keep it.
     __qualname__ = "MixedPrecision"
-
-    def optimizer_step(self, optimizer, model, closure, **kwargs):
-        # A fused optimizer's gradients unscaled after the closure, as mixprec's Trainer class does.
-        closure = _unscaling_fused(self, optimizer, model, closure)
-        return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
 
 {trainer_methods}
 

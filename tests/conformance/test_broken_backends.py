@@ -72,7 +72,7 @@ DEFECTS = [
         " load_state_dict_restores state_dict_torch_save telemetry_counts_steps collapse_detected"
         " state_dict_without_mixprec_entry_loads telemetry_restored_by_load_state_dict"
         " scaler_options_out_of_range_refused scaler_options_at_their_limits_accepted"
-        " scaler_state_at_its_limits_loaded",
+        " scaler_state_at_its_limits_loaded unscaling_refused_where_torch_cannot",
         create="""
         import warnings
 
@@ -394,7 +394,8 @@ DEFECTS = [
         " optimizer_step_passes_arguments nonfinite_step_skipped scale_backoff scale_growth unscale_before_clipping"
         " fused_optimizers state_dict_complete state_dict_is_a_snapshot load_state_dict_restores state_dict_torch_save"
         " training_matches_fp32 fabric_loop telemetry_counts_steps collapse_detected"
-        " state_dict_without_mixprec_entry_loads fused_clipping_with_scaler_matches_unfused",
+        " state_dict_without_mixprec_entry_loads fused_clipping_with_scaler_matches_unfused"
+        " unscaling_refused_where_torch_cannot",
         """
         def backward(self, tensor, model, *args, **kwargs):
             tensor.backward(*args, **kwargs)
@@ -530,6 +531,17 @@ DEFECTS = [
         """,
     ),
     _defect(
+        "lbfgs-refused-after-its-closure",
+        "16-mixed",
+        "lbfgs_rejected_with_scaler",
+        """
+        def optimizer_step(self, optimizer, **kwargs):
+            if isinstance(optimizer, torch.optim.LBFGS):
+                kwargs.pop("closure")()  # "one evaluation, then Lightning's refusal"
+            return super().optimizer_step(optimizer, **kwargs)
+        """,
+    ),
+    _defect(
         "refuses-fused-optimizers",
         "bf16-mixed",
         "fused_optimizers",
@@ -544,12 +556,22 @@ DEFECTS = [
     _defect(
         "clips-scaled-gradients",
         "16-mixed",
-        "unscale_before_clipping fused_clipping_with_scaler_matches_unfused",
+        "unscale_before_clipping fused_clipping_with_scaler_matches_unfused unscaling_refused_where_torch_cannot",
         """
         def unscale_gradients(self, optimizer):
             pass
         """,
         note="a fused optimizer's gradients are left scaled too",
+    ),
+    _defect(
+        "unscales-where-torch-cannot",
+        "16-mixed",
+        "unscaling_refused_where_torch_cannot",
+        """
+        def refuse_unscaling(self, optimizer):
+            pass  # "torch's GradScaler refuses it itself"
+        """,
+        note="torch's bare RuntimeError reaches the user instead of mixprec.UnscalingError",
     ),
     _defect(
         "unscale-casts-gradients",
@@ -765,7 +787,14 @@ def test_every_check_is_proven_by_a_broken_backend_that_fails_it() -> None:
     # contract_declared is proven in test_suite.py, the module-conversion checks in test_broken_conversion.py,
     # the Trainer's in test_broken_trainer.py, the checks of the modules test_broken_promises.py names there,
     # the GradScaler-limit checks in test_scaler_limits.py, the forward-context ones in test_forward_context.py.
-    elsewhere = ("_conversion", "_checks_trainer", "_checks_scaler_limits", "_checks_forward_context", *PROMISE_MODULES)
+    elsewhere = (
+        "_conversion",
+        "_checks_trainer",
+        "_checks_trainer_refusals",
+        "_checks_scaler_limits",
+        "_checks_forward_context",
+        *PROMISE_MODULES,
+    )
     ours = [c.name for c in CHECKS if c.function.__module__.rpartition(".")[2] not in elsewhere]
     assert [name for name in ours if name not in proven] == ["contract_declared"]
 

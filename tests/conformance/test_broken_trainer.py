@@ -76,7 +76,7 @@ DEFECTS = [
         "no-clipping-after-the-closure",
         "16-mixed",
         "trainer_clips_after_closure trainer_clips_by_value_through_the_hook "
-        "trainer_fused_optimizer_clipped trainer_step_hooks",
+        "trainer_fused_optimizer_clipped trainer_step_hooks trainer_manual_fused_optimizer_unscaled",
         """
         def _after_closure(self, model, optimizer):
             pass
@@ -85,7 +85,7 @@ DEFECTS = [
     _defect(
         "steps-when-training-step-returned-none",
         "16-mixed",
-        "trainer_skips_step_without_loss",
+        "trainer_skips_step_without_loss trainer_lbfgs_refused_before_closure",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             closure()
@@ -99,7 +99,8 @@ DEFECTS = [
     _defect(
         "drops-steps-under-manual-optimization",
         "16-mixed",
-        "trainer_manual_optimization_not_clipped trainer_manual_optimization_steps",
+        "trainer_manual_optimization_not_clipped trainer_manual_optimization_steps"
+        " trainer_manual_fused_optimizer_unscaled trainer_lbfgs_refused_before_closure",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             if closure() is None:  # "nothing to step": also every manual step
@@ -241,7 +242,7 @@ DEFECTS = [
     _defect(
         "resume-ignores-scaler-state",
         "bf16-true",
-        "trainer_resume_refuses_scaler_state",
+        "trainer_resume_refuses_scaler_state trainer_resume_refuses_unreadable_scaler_state",
         """
         def on_load_checkpoint(self, checkpoint):
             pass  # "a precision without a scaler has nothing to restore"
@@ -282,7 +283,7 @@ DEFECTS = [
     _defect(
         "fused-optimizer-clipped-scaled",
         "16-mixed",
-        "trainer_fused_optimizer_clipped",
+        "trainer_fused_optimizer_clipped trainer_manual_fused_optimizer_unscaled",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             return trainer.MixedPrecision.optimizer_step(self, optimizer, model, closure, **kwargs)  # "Lightning's"
@@ -291,7 +292,7 @@ DEFECTS = [
     _defect(
         "refusal-without-how-to-resume",
         "bf16-true",
-        "trainer_resume_refuses_scaler_state",
+        "trainer_resume_refuses_scaler_state trainer_resume_refuses_unreadable_scaler_state",
         """
         def on_load_checkpoint(self, checkpoint):
             from mixprec import StateDictError
@@ -300,9 +301,45 @@ DEFECTS = [
                 raise StateDictError("this checkpoint cannot be resumed here")
         """,
     ),
+    _defect(
+        "manual-fused-optimizer-left-scaled",
+        "16-mixed",
+        "trainer_manual_fused_optimizer_unscaled",
+        """
+        def optimizer_step(self, optimizer, model, closure, **kwargs):
+            if model.automatic_optimization:
+                return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+            # "manual optimization unscales nothing by hand": skips TrainerGuard's unscaling of fused gradients
+            return super(TrainerGuard, self).optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+        """,
+    ),
+    _defect(
+        "unreadable-scaler-state-crashes-the-resume",
+        "bf16-true",
+        "trainer_resume_refuses_unreadable_scaler_state",
+        """
+        def on_load_checkpoint(self, checkpoint):
+            state = checkpoint.get("MixedPrecision")
+            if self._fitting and state is not None:
+                state.get("scale")  # "GradScaler state is a dict"
+            super().on_load_checkpoint(checkpoint)
+        """,
+    ),
+    _defect(
+        "lbfgs-refused-after-its-closure",
+        "16-mixed",
+        "trainer_lbfgs_refused_before_closure",
+        """
+        def optimizer_step(self, optimizer, model, closure, **kwargs):
+            if isinstance(optimizer, torch.optim.LBFGS):
+                closure()  # "one evaluation, then Lightning's refusal"
+            return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+        """,
+    ),
 ]
 
-TRAINER_CHECKS = [c.name for c in CHECKS if c.function.__module__ == "mixprec.testing._checks_trainer"]
+TRAINER_MODULES = ("mixprec.testing._checks_trainer", "mixprec.testing._checks_trainer_refusals")
+TRAINER_CHECKS = [c.name for c in CHECKS if c.function.__module__ in TRAINER_MODULES]
 
 
 class Reports:

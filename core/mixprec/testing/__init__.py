@@ -125,7 +125,7 @@ The object
       what it returns (``optimizer_step_returns_step_result``);
     - without a GradScaler, runs a closure exactly once, through ``optimizer.step``
       (``optimizer_step_runs_closure_once``), so that LBFGS trains (``lbfgs_closure``, optional);
-      with one, refuses LBFGS as Lightning does (``lbfgs_rejected_with_scaler``);
+      with one, refuses LBFGS as Lightning does, before running its closure (``lbfgs_rejected_with_scaler``);
     - steps a fused optimizer like the unfused one (``fused_optimizers``, optional).
 
 ``unscale_gradients(optimizer)``, before clipping
@@ -134,7 +134,10 @@ The object
       that unscales inside its own ``step()`` (``fused=True``) too, whose step after clipping is then
       bit for bit the unfused one's (``fused_clipping_with_scaler_matches_unfused``, optional);
     - without one, changes nothing (``unscale_gradients_without_scaler``), whatever the optimizer
-      (``fused_clipping_without_scaler``).
+      (``fused_clipping_without_scaler``);
+    - with a GradScaler, where torch's GradScaler cannot unscale (a second time before the step, or after
+      ``scaler.step(optimizer)`` before ``scaler.update()``), raises ``mixprec.UnscalingError`` saying
+      what to do, the gradients untouched (``unscaling_refused_where_torch_cannot``).
 
 ``main_params(optimizer)``
     - yields every parameter of every parameter group, once, in order (``main_params_cover_every_group``).
@@ -236,7 +239,13 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
       (``trainer_resume_without_scaler_state_warns``);
     - with a GradScaler and ``gradient_clip_val``, a fused optimizer (one that unscales in its own step)
       is clipped on its true gradients, seen so by ``on_before_optimizer_step`` too
-      (``trainer_fused_optimizer_clipped``, optional: capability ``fused_optimizers``).
+      (``trainer_fused_optimizer_clipped``, optional: capability ``fused_optimizers``); under manual
+      optimization too, its gradients are unscaled before ``on_before_optimizer_step``
+      (``trainer_manual_fused_optimizer_unscaled``, optional: capability ``fused_optimizers``);
+    - GradScaler state that is not a mapping (a damaged checkpoint), resumed into a precision without a
+      GradScaler, is a ``mixprec.StateDictError`` too (``trainer_resume_refuses_unreadable_scaler_state``);
+    - with a GradScaler, LBFGS is refused before its closure runs: no ``training_step``, backward or step
+      (``trainer_lbfgs_refused_before_closure``).
 
 The object as a whole
     - leaves torch's process-wide switches as they were through every context and ``teardown()``:

@@ -5,8 +5,10 @@ small functions named after the behaviour they test: ``_checks_object`` (the obj
 ``_checks_context`` (``forward_context``, the init contexts, ``teardown``), ``_checks_convert``
 (``convert_module``, ``convert_input``, ``convert_output``), ``_checks_step`` (``backward``,
 ``optimizer_step``, ``unscale_gradients``, ``main_params``), ``_checks_state`` (``state_dict``,
-``load_state_dict``), ``_checks_telemetry`` (``telemetry``, collapse detection), ``_checks_training``
-(end to end), ``_checks_trainer`` (the Trainer's hooks, a fit and a resume), ``_conversion`` (module
+``load_state_dict``), ``_checks_unscaling`` (what a GradScaler cannot unscale), ``_checks_telemetry``
+(``telemetry``, collapse detection), ``_checks_training``
+(end to end), ``_checks_trainer`` (the Trainer's hooks, a fit and a resume), ``_checks_trainer_refusals``
+(the Trainer's refusals), ``_conversion`` (module
 conversion), and the promises of the object as a whole, a module each: ``_torch_flags`` (torch's
 process-wide switches), ``_teardown``, ``_nesting``, ``_threads``, ``_pickling``, ``_identity`` (conversion in
 place), ``_linear_subclasses``, ``_options`` (the option values a contract names) and ``_float8`` (the
@@ -28,7 +30,9 @@ from mixprec.testing import _checks_state as state
 from mixprec.testing import _checks_step as step
 from mixprec.testing import _checks_telemetry as telemetry
 from mixprec.testing import _checks_trainer as trainer
+from mixprec.testing import _checks_trainer_refusals as trainer_refusals
 from mixprec.testing import _checks_training as training
+from mixprec.testing import _checks_unscaling as unscaling
 from mixprec.testing import _conversion as conversion
 from mixprec.testing import _float8 as float8
 from mixprec.testing import _identity as identity
@@ -84,6 +88,7 @@ CHECKS: tuple[Check, ...] = (
     step.scale_growth,
     step.unscale_before_clipping,
     step.unscale_gradients_without_scaler,
+    unscaling.unscaling_refused_where_torch_cannot,
     step.main_params_cover_every_group,
     step.lbfgs_rejected_with_scaler,
     step.lbfgs_closure,
@@ -129,6 +134,9 @@ CHECKS: tuple[Check, ...] = (
     trainer.trainer_resume_finds_scaler_state,
     trainer.trainer_resume_without_scaler_state_warns,
     trainer.trainer_fused_optimizer_clipped,
+    trainer_refusals.trainer_manual_fused_optimizer_unscaled,
+    trainer_refusals.trainer_resume_refuses_unreadable_scaler_state,
+    trainer_refusals.trainer_lbfgs_refused_before_closure,
     conversion.converts_eligible_layers,
     conversion.conversion_leaves_other_layers,
     conversion.converted_matmul_dtype,

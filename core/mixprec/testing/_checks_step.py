@@ -424,15 +424,18 @@ def main_params_cover_every_group(subject: Subject, contract: Contract) -> None:
 
 @check(applies=_scaler, targets=FABRIC)
 def lbfgs_rejected_with_scaler(subject: Subject, contract: Contract) -> None:
-    """optimizer_step() refuses LBFGS when there is a GradScaler (it cannot step a closure), as Lightning does."""
+    """optimizer_step() refuses LBFGS when there is a GradScaler (it cannot step a closure), as Lightning does, before
+    running the closure or stepping."""
     p = subject.make()
     model = p.convert_module(subject.model())
     optimizer = torch.optim.LBFGS(model.parameters(), max_iter=2)
+    calls: list[Tensor] = []
 
     def closure() -> Tensor:
         optimizer.zero_grad()
         loss = _loss(model, subject)
         p.backward(loss, model)
+        calls.append(loss)
         return loss
 
     before = _weights(model)
@@ -447,6 +450,10 @@ def lbfgs_rejected_with_scaler(subject: Subject, contract: Contract) -> None:
         )
     changed = _changed(before, model)
     _require(changed == 0, f"the refused LBFGS step still changed {changed} parameter tensors; refuse before stepping")
+    _require(
+        not calls,
+        f"the refused LBFGS step ran its closure {len(calls)} time(s) first: refuse LBFGS before running the closure",
+    )
 
 
 @check(applies=_no_scaler, capability="lbfgs_closure", targets=FABRIC)
