@@ -5,11 +5,13 @@
 installed wheel.
 
 :data:`CONTROL_POLICY` builds Lightning's own, unmodified precision classes, each with mixprec's
-state refusal (``ScalerGuard``) as its only addition, and the GradScaler ``make_scaler`` builds from the
-user's options (torch's, with the options checked against what its tensors keep): Fabric's classes for
-``target="fabric"``, the Trainer's for ``target="trainer"``, which also resume a checkpoint of another
-precision and step a fused optimizer as mixprec's Trainer classes do (their ``_TrainerGuard``). It is the
-control that must pass every check. :func:`broken_policy` is the same policy with one defect: the methods
+state refusal (``ScalerGuard``) as its only addition (and Fabric's ``MixedPrecision`` with mixprec's
+step of a closure through a GradScaler, which torch's ``GradScaler.step`` refuses), and the GradScaler
+``make_scaler`` builds from the user's options (torch's, with the options checked against what its
+tensors keep): Fabric's classes for ``target="fabric"``, the Trainer's for ``target="trainer"``, which
+also resume a checkpoint of another precision and step a fused optimizer as mixprec's Trainer classes
+do (their ``_TrainerGuard``). It is the control that must pass every check. :func:`broken_policy` is
+the same policy with one defect: the methods
 given replace the control's own, in Fabric's classes or in the Trainer's.
 """
 
@@ -49,6 +51,7 @@ from lightning.pytorch.plugins import precision as trainer
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from mixprec import Availability
+from mixprec._fabric import _scaled_step
 from mixprec._trainer import _TrainerGuard as TrainerGuard
 from mixprec.precision import ScalerGuard, make_scaler
 
@@ -67,7 +70,13 @@ def scaler(request):
     return make_scaler(request)
 
 
-class Mixed(ScalerGuard, MixedPrecision):
+class ClosureStep(ScalerGuard, MixedPrecision):
+    # With a GradScaler, a closure runs first and the step goes through the scaler, as mixprec's class does.
+    def optimizer_step(self, optimizer, **kwargs):
+        return _scaled_step(self, optimizer, super().optimizer_step, kwargs)
+
+
+class Mixed(ClosureStep):
 {methods}
 
 

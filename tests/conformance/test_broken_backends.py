@@ -395,7 +395,8 @@ DEFECTS = [
         " fused_optimizers state_dict_complete state_dict_is_a_snapshot load_state_dict_restores state_dict_torch_save"
         " training_matches_fp32 fabric_loop telemetry_counts_steps collapse_detected"
         " state_dict_without_mixprec_entry_loads fused_clipping_with_scaler_matches_unfused"
-        " unscaling_refused_where_torch_cannot",
+        " unscaling_refused_where_torch_cannot"
+        " scaled_step_runs_closure closure_that_raises_leaves_the_scaler_ready",
         """
         def backward(self, tensor, model, *args, **kwargs):
             tensor.backward(*args, **kwargs)
@@ -427,7 +428,8 @@ DEFECTS = [
     _defect(
         "scaler-step-result-dropped",
         "16-mixed",
-        "optimizer_step_returns_step_result telemetry_counts_steps collapse_detected",
+        "optimizer_step_returns_step_result telemetry_counts_steps collapse_detected"
+        " scaled_step_runs_closure closure_that_raises_leaves_the_scaler_ready",
         """
         def optimizer_step(self, optimizer, **kwargs):
             if isinstance(optimizer, torch.optim.LBFGS):
@@ -471,7 +473,8 @@ DEFECTS = [
         "steps-on-inf",
         "16-mixed",
         "nonfinite_step_skipped fused_optimizers unscale_before_clipping telemetry_counts_steps collapse_detected"
-        " fused_clipping_with_scaler_matches_unfused",
+        " fused_clipping_with_scaler_matches_unfused"
+        " scaled_step_runs_closure closure_that_raises_leaves_the_scaler_ready",
         """
         def optimizer_step(self, optimizer, **kwargs):
             self.scaler.unscale_(optimizer)
@@ -499,7 +502,8 @@ DEFECTS = [
     _defect(
         "scale-never-updated",
         "16-mixed",
-        "scale_backoff scale_growth telemetry_counts_steps collapse_detected",
+        "scale_backoff scale_growth telemetry_counts_steps collapse_detected"
+        " scaled_step_runs_closure closure_that_raises_leaves_the_scaler_ready",
         """
         def optimizer_step(self, optimizer, **kwargs):
             result = self.scaler.step(optimizer, **kwargs)
@@ -528,6 +532,34 @@ DEFECTS = [
             if isinstance(optimizer, torch.optim.LBFGS):
                 return optimizer.step(**kwargs)
             return super().optimizer_step(optimizer, **kwargs)
+        """,
+    ),
+    _defect(
+        "closure-run-without-grad",
+        "16-mixed",
+        "scaled_step_runs_closure closure_that_raises_leaves_the_scaler_ready",
+        """
+        def optimizer_step(self, optimizer, **kwargs):
+            if kwargs.get("closure") is None or isinstance(optimizer, torch.optim.LBFGS):
+                return super().optimizer_step(optimizer, **kwargs)
+            result = kwargs.pop("closure")()  # "grad mode is the caller's business"
+            super().optimizer_step(optimizer, **kwargs)
+            return result
+        """,
+        note="and a closure that raises leaves its unscaling behind",
+    ),
+    _defect(
+        "failed-closure-leaves-gradients-unscaled",
+        "16-mixed",
+        "closure_that_raises_leaves_the_scaler_ready",
+        """
+        def optimizer_step(self, optimizer, **kwargs):
+            if kwargs.get("closure") is None or isinstance(optimizer, torch.optim.LBFGS):
+                return super().optimizer_step(optimizer, **kwargs)
+            with torch.enable_grad():
+                result = kwargs.pop("closure")()  # "a closure that raises leaves nothing to undo"
+            super().optimizer_step(optimizer, **kwargs)
+            return result
         """,
     ),
     _defect(

@@ -125,7 +125,11 @@ The object
       what it returns (``optimizer_step_returns_step_result``);
     - without a GradScaler, runs a closure exactly once, through ``optimizer.step``
       (``optimizer_step_runs_closure_once``), so that LBFGS trains (``lbfgs_closure``, optional);
-      with one, refuses LBFGS as Lightning does, before running its closure (``lbfgs_rejected_with_scaler``);
+      with one, refuses LBFGS as Lightning does, before running its closure (``lbfgs_rejected_with_scaler``),
+      and runs another closure itself, once and with grad enabled (even under ``torch.no_grad()``), then
+      steps through the scaler and returns the closure's loss (``scaled_step_runs_closure``); a closure that
+      raises reaches the caller and leaves the GradScaler ready for the next step
+      (``closure_that_raises_leaves_the_scaler_ready``);
     - steps a fused optimizer like the unfused one (``fused_optimizers``, optional).
 
 ``unscale_gradients(optimizer)``, before clipping

@@ -5,7 +5,8 @@ small functions named after the behaviour they test: ``_checks_object`` (the obj
 ``_checks_context`` (``forward_context``, the init contexts, ``teardown``), ``_checks_convert``
 (``convert_module``, ``convert_input``, ``convert_output``), ``_checks_step`` (``backward``,
 ``optimizer_step``, ``unscale_gradients``, ``main_params``), ``_checks_state`` (``state_dict``,
-``load_state_dict``), ``_checks_unscaling`` (what a GradScaler cannot unscale), ``_checks_telemetry``
+``load_state_dict``), ``_checks_unscaling`` (what a GradScaler cannot unscale), ``_checks_scaled_closure``
+(``optimizer_step`` with a closure and a GradScaler), ``_checks_telemetry``
 (``telemetry``, collapse detection), ``_checks_training``
 (end to end), ``_checks_trainer`` (the Trainer's hooks, a fit and a resume), ``_checks_trainer_refusals``
 (the Trainer's refusals), ``_conversion`` (module
@@ -25,6 +26,7 @@ from mixprec.testing import _checks_context as context
 from mixprec.testing import _checks_convert as convert
 from mixprec.testing import _checks_forward_context as forward_context
 from mixprec.testing import _checks_object as object_
+from mixprec.testing import _checks_scaled_closure as scaled_closure
 from mixprec.testing import _checks_scaler_limits as scaler_limits
 from mixprec.testing import _checks_state as state
 from mixprec.testing import _checks_step as step
@@ -82,6 +84,8 @@ CHECKS: tuple[Check, ...] = (
     step.optimizer_step_returns_step_result,
     step.optimizer_step_passes_arguments,
     step.optimizer_step_runs_closure_once,
+    scaled_closure.scaled_step_runs_closure,
+    scaled_closure.closure_that_raises_leaves_the_scaler_ready,
     step.nonfinite_step_skipped,
     step.scaler_options_applied,
     step.scale_backoff,
