@@ -6,10 +6,10 @@ method (listed below, each promise with its check). It runs against one
 installed backend, on one device, for every precision the backend offers there, and is used in two
 forms that run the very same cases:
 
-- ``mixprec check NAME [--device D] [--precision P] [--target T] [--json] [-o FILE] [--junit-xml FILE]``:
-  a readable report (or JSON, or JUnit XML for CI); exit status 1 if a check failed, 2 if the backend,
-  device, precision or target is refused, 0 otherwise (also when every check was skipped, which the
-  report says plainly).
+- ``mixprec check NAME [--device D] [--precision P] [--target T] [--strategy S] [--json] [-o FILE]
+  [--junit-xml FILE]``: a readable report (or JSON, or JUnit XML for CI); exit status 1 if a check failed, 2 if
+  the backend, device, precision, target or strategy is refused, 0 otherwise (also when every check was skipped,
+  which the report says plainly).
 - From the backend's own pytest run, by subclassing :class:`ConformanceTests`::
 
       from mixprec.testing import ConformanceTests
@@ -36,6 +36,16 @@ own interface promises. A case's id says which: ``bf16-mixed:forward_dtype`` for
 ``trainer/bf16-mixed:forward_dtype`` for the Trainer's (``--target`` runs one of them). A backend
 that builds objects for one target only says so, ``Backend(..., targets=("fabric",))``, and the
 other target's cases are skipped with that reason.
+
+The objects for a strategy family are checked too: for ``strategy="fsdp"``, the ``FSDPPrecision``
+for Fabric (ids ``fsdp/bf16-mixed:forward_dtype``) and for the Trainer
+(``trainer-fsdp/bf16-mixed:forward_dtype``), against every check but a few that Lightning's FSDP
+classes do not promise (``mixprec.testing._checks_fsdp.NOT_SHARED`` lists them with the reasons),
+plus the FSDP checks listed below; ``--strategy fsdp`` runs those alone, ``--strategy none`` the
+others. Their cases run in the process group that exists (under ``torchrun``), or else in a
+one-process "gloo" group the suite starts for each case and destroys after it. A backend that
+builds no FSDP objects says so, ``Backend(..., strategy_families=())``, and their cases are skipped
+with that reason.
 
 A backend that knowingly fails a check lists it with the reason,
 ``Backend(..., expected_failed_checks={"check_name": "why"})``: its cases are reported as expected
@@ -237,6 +247,18 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
     - with a GradScaler and ``gradient_clip_val``, a fused optimizer (one that unscales in its own step)
       is clipped on its true gradients, seen so by ``on_before_optimizer_step`` too
       (``trainer_fused_optimizer_clipped``, optional: capability ``fused_optimizers``).
+
+The FSDP object (``strategy="fsdp"``), as Lightning's FSDP strategies use it
+    - its ``mixed_precision_config`` keeps FSDP's parameters, gradient reductions and buffers in the
+      contract's compute dtype (``fsdp_mixed_precision_config``);
+    - for a mixed precision, ``convert_input`` casts floating inputs to the parameters' dtype,
+      float32, which FSDP's ``mixed_precision_config`` casts with the parameters
+      (``fsdp_convert_input``);
+    - a float64 precision, which FSDP does not train in, is refused with a ``PrecisionError`` that
+      names it and FSDP (``fsdp_refuses_float64``);
+    - with loss scaling, its scaler is a ``ShardedGradScaler`` built from the request's options
+      (``fsdp_scaler_is_sharded``).
+    Lightning runs FSDP on CUDA only, so no FSDP loop runs on the CPU.
 
 The object as a whole
     - leaves torch's process-wide switches as they were through every context and ``teardown()``:
