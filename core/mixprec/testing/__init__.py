@@ -251,9 +251,9 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
 The FSDP object (``strategy="fsdp"``), as Lightning's FSDP strategies use it
     - its ``mixed_precision_config`` keeps FSDP's parameters, gradient reductions and buffers in the
       contract's compute dtype (``fsdp_mixed_precision_config``);
-    - for a mixed precision, ``convert_input`` casts floating inputs to the parameters' dtype,
-      float32, which FSDP's ``mixed_precision_config`` casts with the parameters
-      (``fsdp_convert_input``);
+    - ``convert_input`` casts floating inputs to the parameters' dtype (float32 for a mixed
+      precision and "32-true"), ``convert_output`` floating outputs to the default dtype, whatever the
+      precision (``fsdp_converts_io``, in place of ``convert_input`` and ``convert_output``);
     - a float64 precision, which FSDP does not train in, is refused with a ``PrecisionError`` that
       names it and FSDP (``fsdp_refuses_float64``);
     - with loss scaling, its scaler is a ``ShardedGradScaler`` built from the request's options

@@ -3,9 +3,9 @@ checks run on which subject.
 
 The FSDP object is Lightning's ``FSDPPrecision``: the same ``Precision`` interface as the ordinary object,
 plus ``mixed_precision_config`` (the dtypes FSDP keeps parameters in, reduces gradients in and keeps buffers
-in), a ``ShardedGradScaler`` where the loss is scaled, inputs kept in float32 under a mixed precision, and no
-float64. Every shared check but those of :data:`NOT_SHARED` (each with its reason) runs on it against the
-precision's contract, and the checks here on it alone (see :func:`runs_on`).
+in), a ``ShardedGradScaler`` where the loss is scaled, inputs cast to the parameters' dtype (float32 under a
+mixed precision), and no float64. Every shared check but those of :data:`NOT_SHARED` (each with its reason)
+runs on it against the precision's contract, and the checks here on it alone (see :func:`runs_on`).
 
 Lightning runs its FSDP strategies on CUDA only (``Fabric(strategy="fsdp")`` and ``Trainer(strategy="fsdp")``
 refuse any other accelerator, and torch's ``FullyShardedDataParallel`` needs a non-CPU accelerator), so the
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from mixprec._contract import Contract
-from mixprec._errors import PrecisionError
+from mixprec._errors import PluginError, PrecisionError
 from mixprec.testing._base import (
     FABRIC,
     Check,
@@ -51,10 +51,6 @@ def _float64(contract: Contract) -> bool:
 
 def _scaled_in_fsdp(contract: Contract) -> bool:
     return contract.loss_scaling and _trains_in_fsdp(contract)
-
-
-def _autocast_in_fsdp(contract: Contract) -> bool:
-    return contract.autocast and _trains_in_fsdp(contract)
 
 
 _NORM_CLIPPING = (
@@ -90,15 +86,19 @@ def fsdp_mixed_precision_config(subject: Subject, contract: Contract) -> None:
         )
 
 
-@check(_autocast_in_fsdp, targets=FABRIC)
-def fsdp_convert_input(subject: Subject, contract: Contract) -> None:
-    """For a mixed precision, convert_input casts floating inputs to the parameters' dtype, float32, not to the compute
-    dtype: FSDP's mixed_precision_config casts them with the parameters, and autocast the computation."""
+@check(_trains_in_fsdp, targets=FABRIC)
+def fsdp_converts_io(subject: Subject, contract: Contract) -> None:
+    """convert_input casts floating inputs to the parameters' dtype (float32 for a mixed precision and "32-true"), as
+    FSDP's flat parameters are kept; convert_output casts floating outputs to the default dtype, whatever the
+    precision."""
     p = subject.make()
     data = _sample(subject.torch_device, torch.float32)
     dtype = parameter_dtype(contract)
     rule = f"under FSDP, cast every floating input to the parameters' dtype, {dtype}, as Lightning's FSDPPrecision does"
     _check_converted(data, p.convert_input(data), lambda tensor: dtype, "convert_input", rule)
+    data = _sample(subject.torch_device, compute_dtype(contract))
+    rule = "under FSDP, cast every floating output to torch.get_default_dtype(), as Lightning's FSDPPrecision does"
+    _check_converted(data, p.convert_output(data), lambda tensor: torch.get_default_dtype(), "convert_output", rule)
 
 
 @check(_float64)
@@ -106,6 +106,11 @@ def fsdp_refuses_float64(subject: Subject, contract: Contract) -> None:
     """A float64 precision under FSDP, which does not train in float64, is refused with a PrecisionError saying so."""
     try:
         p = subject.make()
+    except PluginError as exc:
+        raise CheckFailed(
+            f"get_precision({subject.precision!r}, strategy='fsdp') failed in the backend's create(): {exc}. Refuse"
+            " a float64 precision under FSDP with a mixprec.PrecisionError that says what to use instead"
+        ) from None
     except PrecisionError as exc:
         message = str(exc)
         _require(
@@ -155,7 +160,7 @@ def subject_warnings() -> Iterator[None]:
 #: The checks of the FSDP objects alone, in the order the suite runs them.
 FSDP_CHECKS: tuple[Check, ...] = (
     fsdp_mixed_precision_config,
-    fsdp_convert_input,
+    fsdp_converts_io,
     fsdp_refuses_float64,
     fsdp_scaler_is_sharded,
 )
@@ -173,19 +178,20 @@ NOT_SHARED: Mapping[str, str] = MappingProxyType(
         "trainer_fused_optimizer_clipped": _NORM_CLIPPING,
     }
 )
-#: The shared checks that the FSDP checks replace for a mixed precision, whose inputs FSDP keeps in float32.
-_MIXED_REPLACED = frozenset({"convert_input"})
+#: The shared checks that ``fsdp_converts_io`` replaces on the FSDP objects.
+_REPLACED = frozenset({"convert_input", "convert_output"})
 
 
 def runs_on(check: Check, subject: Subject) -> bool:
     """Whether ``check`` runs on ``subject``: the FSDP checks on the FSDP objects alone, and every other check on
-    every object but those of :data:`NOT_SHARED` (and ``convert_input`` of a mixed precision) on the FSDP objects.
+    every object but those of :data:`NOT_SHARED` (and ``convert_input``, ``convert_output``, which
+    ``fsdp_converts_io`` replaces) on the FSDP objects.
     No check but :func:`fsdp_refuses_float64` runs on a float64 precision's FSDP object, which FSDP refuses."""
     if subject.family is None:
         return check not in FSDP_CHECKS
     if check in FSDP_CHECKS:
         return True
     contract = subject.contract
-    if contract is None or not _trains_in_fsdp(contract) or check.name in NOT_SHARED:
+    if contract is None or not _trains_in_fsdp(contract):
         return False
-    return not (contract.autocast and check.name in _MIXED_REPLACED)
+    return check.name not in NOT_SHARED and check.name not in _REPLACED
