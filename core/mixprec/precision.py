@@ -279,7 +279,9 @@ def _make_scaler(request: Request, family: str | None) -> torch.amp.GradScaler:
         with IMPORT_LOCK:
             from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
-        return ShardedGradScaler(device=request.device.type, **options)  # type: ignore[arg-type]
+        # process_group=None: the default group when the step runs. torch's default is the group of the moment it
+        # imported the module, which may be a group destroyed since.
+        return ShardedGradScaler(device=request.device.type, process_group=None, **options)  # type: ignore[arg-type]
     return torch.amp.GradScaler(request.device.type, **options)  # type: ignore[arg-type]
 
 

@@ -48,15 +48,14 @@ class Broken(_fabric.FSDPPrecision):
 {methods}
 
 
-class TrainerBroken(_trainer.FSDPPrecision):
-    __qualname__ = "FSDPPrecision"  # where the Trainer files its state
+class FSDPPrecision(_trainer.FSDPPrecision):  # the Trainer files its state under the class's name
 {trainer_methods}
 
 
 def build(request):
     if request.strategy is None or request.precision == "64-true":
         return standard_precision(request)
-    cls = TrainerBroken if request.target == "trainer" else Broken
+    cls = FSDPPrecision if request.target == "trainer" else Broken
     scaler = make_scaler(request) if request.precision == "16-mixed" else None
     return cls(request.precision, request.device.type, scaler=scaler)
 
@@ -132,9 +131,21 @@ DEFECTS = [
         "16-mixed",
         "fsdp/16-mixed:fsdp_scaler_is_sharded trainer-fsdp/16-mixed:fsdp_scaler_is_sharded",
         create="""
-        cls = TrainerBroken if request.target == "trainer" else Broken
+        cls = FSDPPrecision if request.target == "trainer" else Broken
         plain = make_scaler(dataclasses.replace(request, strategy=None))  # torch.amp.GradScaler
         return cls(request.precision, request.device.type, scaler=plain)
+        """,
+    ),
+    _defect(
+        "a-scaler-holding-the-process-group",
+        "16-mixed",
+        "fsdp/16-mixed:pickle_round_trip trainer-fsdp/16-mixed:pickle_round_trip",
+        create="""
+        import torch.distributed as dist
+
+        obj = build(request)
+        obj.scaler.process_group = dist.group.WORLD  # torch's default where it imports the module in a group
+        return obj
         """,
     ),
     _defect(

@@ -13,7 +13,7 @@ import torch.distributed as dist
 import mixprec
 from mixprec.testing import CHECKS, Suite, run
 from mixprec.testing._checks_fsdp import FSDP_CHECKS, NOT_SHARED
-from mixprec.testing._strategies import process_group
+from mixprec.testing._strategies import process_group, unreduced
 from tests.cli_runs import run_cli
 from tests.conformance.backends import REFERENCE_POLICY, install
 from tests.distributions import Site
@@ -169,3 +169,18 @@ def test_a_scaled_fsdp_step_runs_in_the_suites_process_group_and_leaves_none() -
     assert report.ok, str(report)
     assert report.count("passed") > 50
     assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda", "mps"])
+def test_fsdp_runs_where_the_suites_gloo_group_reduces_the_devices_tensors(device_type: str) -> None:
+    assert unreduced(device_type) is None
+
+
+def test_fsdp_is_not_run_on_a_device_type_torch_distributed_has_no_backend_for() -> None:
+    assert "torch.distributed has no backend for device type 'nodist'" in (unreduced("nodist") or "")
+
+
+def test_fsdp_on_a_device_type_of_another_backend_is_run_only_under_the_users_process_group() -> None:
+    assert "under torchrun with a 'xccl' process group" in (unreduced("xpu") or "")
+    with process_group():
+        assert unreduced("xpu") is None

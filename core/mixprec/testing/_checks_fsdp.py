@@ -169,10 +169,6 @@ FSDP_CHECKS: tuple[Check, ...] = (
 NOT_SHARED: Mapping[str, str] = MappingProxyType(
     {
         "contract_declared": "a check of the description, run once per precision",
-        "pickle_round_trip": (
-            "Lightning's FSDP strategies start their processes by running the script again, never by pickling the"
-            " plugin, and FSDP's scaler holds the process group, which does not pickle"
-        ),
         "trainer_clips_after_closure": _NORM_CLIPPING,
         "trainer_clip_gradients_by_norm": _NORM_CLIPPING,
         "trainer_fused_optimizer_clipped": _NORM_CLIPPING,

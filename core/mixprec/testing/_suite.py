@@ -6,7 +6,8 @@ interface Fabric's and the Trainer's objects share runs against both objects, an
 interface (``backward``, ``optimizer_step`` and the loops differ) against that object only. The objects
 for ``strategy="fsdp"`` are checked as well, by the checks :func:`~mixprec.testing._checks_fsdp.runs_on`
 gives them, each case in a process group (:func:`~mixprec.testing._strategies.process_group`); a family
-the backend builds no objects for (``Backend.strategy_families``) has no cases, and the report says why.
+the backend builds no objects for (``Backend.strategy_families``), or that cannot run on the device (no
+torch.distributed backend for its type), has no cases, and the report says why.
 ``mixprec check`` and the pytest class iterate the very same list, so the two forms cannot drift
 apart, and pytest shows one test per case.
 
@@ -49,7 +50,7 @@ from mixprec.testing._checks_fsdp import runs_on
 from mixprec.testing._checks_object import contract_declared
 from mixprec.testing._contract import CAPABILITIES
 from mixprec.testing._global_state import isolated
-from mixprec.testing._strategies import families, process_group
+from mixprec.testing._strategies import families, process_group, unreduced
 
 __all__ = ["Case", "Outcome", "Report", "Result", "Suite", "run"]
 
@@ -180,7 +181,8 @@ class Report:
     results: tuple[Result, ...]
     #: Where each precision's contract comes from: "standard" (the core's), "declared" (the backend's) or "undeclared".
     contracts: Mapping[str, ContractSource] = field(default_factory=dict)
-    #: The strategy families the run skipped, each with the reason: those the backend builds no objects for.
+    #: The strategy families the run skipped, each with the reason: those the backend builds no objects for, or that
+    #: cannot run on the device (torch.distributed has no backend for its type).
     skipped_strategies: Mapping[str, str] = field(default_factory=dict)
 
     def count(self, outcome: Outcome) -> int:
@@ -284,7 +286,11 @@ class Suite:
         chosen = families(strategy)
         #: The strategy families this run would check but the backend builds no objects for, each with the reason.
         self.unserved: Mapping[str, str] = MappingProxyType(
-            {f: _unserved(self.backend, f) for f in chosen if f is not None and f not in self.backend.strategy_families}
+            {
+                f: reason
+                for f in chosen
+                if f is not None and (reason := _unserved(self.backend, f) or unreduced(self.device.type)) is not None
+            }
         )
         missing = absence(registered, self.device, snap, caches)
         # A count that fails is no absence: the policy is broken, and its checks fail with its error.
@@ -443,7 +449,9 @@ def _other_target(backend: Backend, subject: Subject) -> str | None:
     return f"backend {backend.name!r} builds objects only for target={only} (Backend.targets), not {subject.target!r}"
 
 
-def _unserved(backend: Backend, family: str) -> str:
+def _unserved(backend: Backend, family: str) -> str | None:
+    if family in backend.strategy_families:
+        return None
     return (
         f"backend {backend.name!r} builds no objects for strategy={family!r} (its Backend.strategy_families is"
         f" {backend.strategy_families!r})"
