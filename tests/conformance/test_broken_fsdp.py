@@ -158,6 +158,15 @@ DEFECTS = [
         """,
     ),
     _defect(
+        "norm-clipping-ignored",
+        "bf16-mixed",
+        "trainer-fsdp/bf16-mixed:fsdp_norm_clipping_refused",
+        trainer_methods="""
+        def clip_grad_by_norm(self, optimizer, clip_val):
+            pass
+        """,
+    ),
+    _defect(
         "lightnings-trainer-autocast-cache",
         "bf16-mixed",
         "trainer-fsdp/bf16-mixed:trainer_step_contexts_see_updated_weights",

@@ -44,8 +44,9 @@ classes do not promise (``mixprec.testing._checks_fsdp.NOT_SHARED`` lists them w
 plus the FSDP checks listed below; ``--strategy fsdp`` runs those alone, ``--strategy none`` the
 others. Their cases run in the process group that exists (under ``torchrun``), or else in a
 one-process "gloo" group the suite starts for each case and destroys after it. A backend that
-builds no FSDP objects says so, ``Backend(..., strategy_families=())``, and their cases are skipped
-with that reason.
+builds no FSDP objects says so, ``Backend(..., strategy_families=())``; it, and a device whose
+tensors no process group here can reduce, get no FSDP cases, and the report names the family
+skipped with the reason (``Report.skipped_strategies``).
 
 A backend that knowingly fails a check lists it with the reason,
 ``Backend(..., expected_failed_checks={"check_name": "why"})``: its cases are reported as expected
@@ -254,6 +255,9 @@ The FSDP object (``strategy="fsdp"``), as Lightning's FSDP strategies use it
     - ``convert_input`` casts floating inputs to the parameters' dtype (float32 for a mixed
       precision and "32-true"), ``convert_output`` floating outputs to the default dtype, whatever the
       precision (``fsdp_converts_io``, in place of ``convert_input`` and ``convert_output``);
+    - the Trainer's clips by norm or refuses to with Lightning's ``MisconfigurationException`` (its
+      FSDP strategy clips through the sharded module), never leaving the gradients unclipped in
+      silence (``fsdp_norm_clipping_refused``);
     - a float64 precision, which FSDP does not train in, is refused with a ``PrecisionError`` that
       names it and FSDP (``fsdp_refuses_float64``);
     - with loss scaling, its scaler is a ``ShardedGradScaler`` built from the request's options

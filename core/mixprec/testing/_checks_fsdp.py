@@ -26,7 +26,7 @@ import torch
 from mixprec._contract import Contract
 from mixprec._errors import PluginError, PrecisionError
 from mixprec.testing._base import (
-    FABRIC,
+    TRAINER,
     Check,
     CheckFailed,
     Subject,
@@ -37,6 +37,7 @@ from mixprec.testing._base import (
     parameter_dtype,
 )
 from mixprec.testing._checks_convert import _check_converted, _sample
+from mixprec.testing._checks_trainer import trainer_clip_gradients_by_norm
 
 __all__ = ["FSDP_CHECKS", "NOT_SHARED", "runs_on"]
 
@@ -86,7 +87,7 @@ def fsdp_mixed_precision_config(subject: Subject, contract: Contract) -> None:
         )
 
 
-@check(_trains_in_fsdp, targets=FABRIC)
+@check(_trains_in_fsdp)
 def fsdp_converts_io(subject: Subject, contract: Contract) -> None:
     """convert_input casts floating inputs to the parameters' dtype (float32 for a mixed precision and "32-true"), as
     FSDP's flat parameters are kept; convert_output casts floating outputs to the default dtype, whatever the
@@ -99,6 +100,19 @@ def fsdp_converts_io(subject: Subject, contract: Contract) -> None:
     data = _sample(subject.torch_device, compute_dtype(contract))
     rule = "under FSDP, cast every floating output to torch.get_default_dtype(), as Lightning's FSDPPrecision does"
     _check_converted(data, p.convert_output(data), lambda tensor: torch.get_default_dtype(), "convert_output", rule)
+
+
+@check(_trains_in_fsdp, targets=TRAINER)
+def fsdp_norm_clipping_refused(subject: Subject, contract: Contract) -> None:
+    """The Trainer's FSDP object clips by norm or refuses to: clip_gradients(optimizer, clip_val, "norm") clips every
+    parameter group to that total norm, or raises Lightning's MisconfigurationException (its FSDP strategy clips by
+    norm through the sharded module); it never leaves the gradients unclipped in silence."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer_clip_gradients_by_norm(subject, contract)
+    except MisconfigurationException:
+        return
 
 
 @check(_float64)
@@ -161,6 +175,7 @@ def subject_warnings() -> Iterator[None]:
 FSDP_CHECKS: tuple[Check, ...] = (
     fsdp_mixed_precision_config,
     fsdp_converts_io,
+    fsdp_norm_clipping_refused,
     fsdp_refuses_float64,
     fsdp_scaler_is_sharded,
 )
