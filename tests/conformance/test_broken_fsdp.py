@@ -21,7 +21,11 @@ from mixprec.testing._checks_fsdp import FSDP_CHECKS
 from tests.conformance.backends import install
 from tests.distributions import Site, site_on_path
 
-pytestmark = pytest.mark.filterwarnings("ignore::mixprec.PrecisionWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::mixprec.PrecisionWarning"),
+    # The defect of lightnings-cuda-scaler-warning-shown, at each object it builds.
+    pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled, but CUDA is not available"),
+]
 
 _POLICY = """
 import dataclasses
@@ -155,6 +159,17 @@ DEFECTS = [
         trainer_methods="""
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             return LightningTrainerFSDP.optimizer_step(self, optimizer, model, closure, **kwargs)
+        """,
+    ),
+    _defect(
+        "lightnings-cuda-scaler-warning-shown",
+        "16-mixed",
+        "fsdp/16-mixed:fsdp_built_without_warnings trainer-fsdp/16-mixed:fsdp_built_without_warnings",
+        create="""
+        from lightning.fabric.plugins.precision import FSDPPrecision as Lightnings
+
+        Lightnings("16-mixed")  # its own ShardedGradScaler for "cuda": a warning on a machine without CUDA
+        return build(request)
         """,
     ),
     _defect(

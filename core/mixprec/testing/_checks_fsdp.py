@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
+import mixprec
 from mixprec._contract import Contract
-from mixprec._errors import PluginError, PrecisionError
+from mixprec._errors import PluginError, PrecisionError, PrecisionWarning
 from mixprec.testing._base import (
     TRAINER,
     Check,
@@ -102,6 +103,23 @@ def fsdp_converts_io(subject: Subject, contract: Contract) -> None:
     _check_converted(data, p.convert_output(data), lambda tensor: torch.get_default_dtype(), "convert_output", rule)
 
 
+@check(_trains_in_fsdp)
+def fsdp_built_without_warnings(subject: Subject, contract: Contract) -> None:
+    """Building the FSDP object warns nothing but mixprec's PrecisionWarning (a "slow" precision): no note of
+    Lightning's about a scaler for a device that is not there, which mixprec replaces with the requested one."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mixprec.get_precision(
+            subject.precision, str(subject.device), backend=subject.backend.name, target=subject.target, strategy="fsdp"
+        )
+    shown = [str(w.message) for w in caught if not issubclass(w.category, PrecisionWarning)]
+    _require(
+        not shown,
+        f"get_precision(..., strategy='fsdp') warned {shown}; the object is built for the requested device: keep"
+        " Lightning's notes about a default it replaces out (mixprec.precision's builders do)",
+    )
+
+
 @check(_trains_in_fsdp, targets=TRAINER)
 def fsdp_norm_clipping_refused(subject: Subject, contract: Contract) -> None:
     """The Trainer's FSDP object clips by norm or refuses to: clip_gradients(optimizer, clip_val, "norm") clips every
@@ -175,6 +193,7 @@ def subject_warnings() -> Iterator[None]:
 FSDP_CHECKS: tuple[Check, ...] = (
     fsdp_mixed_precision_config,
     fsdp_converts_io,
+    fsdp_built_without_warnings,
     fsdp_norm_clipping_refused,
     fsdp_refuses_float64,
     fsdp_scaler_is_sharded,
