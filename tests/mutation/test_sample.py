@@ -3,9 +3,9 @@
 The sample is every 7th mutant of each mutated module (``tests/mutation/runner.py``), and the goal
 holds for each target: Fabric's classes, the Trainer's, the GradScaler checks they share, and the
 classes only the FSDP strategies get (target "fsdp", which the suite checks as its ``fsdp/`` and
-``trainer-fsdp/`` objects). The sample runs in its own tox env (``tox -e mutation``), a few minutes on two cores; elsewhere it is
-skipped. The full run, with its score per module and per target, is ``benchmarks/mutation.py``
-(``benchmarks/RESULTS.md``).
+``trainer-fsdp/`` objects). The sample runs in its own tox env (``tox -e mutation``), a few minutes on
+two cores; elsewhere it is skipped. The full run, with its score per module and per target, is
+``benchmarks/mutation.py`` (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
