@@ -1,6 +1,6 @@
 """How many generated mutants of the precision classes the conformance suite kills: the suite's score.
 
-Usage: ``python benchmarks/mutation.py [--sample N] [--json OUT] [--timeout S] [--module M ...]``
+Usage: ``python benchmarks/mutation.py [--sample N] [--json OUT] [--timeout S] [--module M ...] [--target T]``
 
 Every mutant of the installed Lightning precision classes (Fabric's and the Trainer's ``precision``,
 ``amp``, ``half``, ``double`` and ``fsdp`` modules) and of mixprec's own (``mixprec._fabric``,
@@ -12,7 +12,8 @@ each with why), and the score, killed over the mutants that are not equivalent. 
 the suite never runs counts as surviving unless it is recorded as equivalent.
 
 ``--json`` (default ``benchmarks/results/mutation.json``) gets every mutant's outcome and the machine.
-``--sample N`` runs the fixed sample CI runs (every N-th mutant of each module).
+``--sample N`` runs the fixed sample CI runs (every N-th mutant of each module). ``--target fsdp`` runs only
+the mutants that count toward that target (for "fsdp": Lightning's ``fsdp`` modules and mixprec's FSDP classes).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # the harness lives in the repository's tests/mut
 import harness  # noqa: E402
 
 from tests.mutation.runner import Result, Score, enumerate_mutants, load_equivalents, run, sample, score, survivors  # noqa: E402
-from tests.mutation.world import TARGETS  # noqa: E402
+from tests.mutation.world import TARGETS, target_of  # noqa: E402
 
 
 def _arguments() -> argparse.Namespace:
@@ -41,6 +42,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "mutation.json", metavar="OUT")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a mutant may take before it is a hang")
     parser.add_argument("--module", action="append", choices=sorted(TARGETS), help="only these modules")
+    parser.add_argument(
+        "--target", choices=("fabric", "trainer", "shared", "fsdp"), help="only the mutants counted toward this target"
+    )
     parser.add_argument(
         "--rescore", action="store_true", help="run nothing: score the results in --json again with today's equivalents"
     )
@@ -79,6 +83,8 @@ def main() -> None:
         seconds, sample_every, machine = old["seconds"], old["sample"], old["machine"]
     else:
         mutants = enumerate_mutants(args.module or TARGETS)
+        if args.target:
+            mutants = [m for m in mutants if target_of(m.module, m.tree()[1].function) == args.target]
         if args.sample:
             mutants = sample(mutants, args.sample)
         started = time.monotonic()

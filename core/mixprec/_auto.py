@@ -50,12 +50,20 @@ class Auto(NamedTuple):
     rule: str
 
 
-def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None, target: str = "fabric") -> Auto:
+def auto(
+    snap: Snapshot,
+    caches: Caches,
+    device: Device,
+    backend: str | None,
+    target: str = "fabric",
+    family: str | None = None,
+) -> Auto:
     """Take the first precision of AUTO_ORDER whose selected backend is available, else "32-true" if usable.
 
-    Only backends that build objects for ``target`` are candidates (see :func:`~mixprec._selection.select`).
+    Only backends that build objects for ``target`` and the strategy family ``family`` are candidates (see
+    :func:`~mixprec._selection.select`).
     """
-    if backend is not None and not any(offers(snap, caches, backend, p, device, target) for p in AUTO_ORDER):
+    if backend is not None and not any(offers(snap, caches, backend, p, device, target, family) for p in AUTO_ORDER):
         if backend not in snap.backends:
             error: PrecisionError = unknown_backend(snap, backend, "backend=")
         else:
@@ -73,8 +81,9 @@ def auto(snap: Snapshot, caches: Caches, device: Device, backend: str | None, ta
                 caches,
                 p,
                 device,
-                backend if backend and offers(snap, caches, backend, p, device, target) else None,
+                backend if backend and offers(snap, caches, backend, p, device, target, family) else None,
                 target,
+                family,
             ),
         )
         for p in AUTO_ORDER

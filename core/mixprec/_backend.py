@@ -26,7 +26,9 @@ __all__ = [
     "ContractSource",
     "Device",
     "Request",
+    "STRATEGY_FAMILIES",
     "Status",
+    "StrategyFamily",
     "TARGETS",
     "Target",
 ]
@@ -42,6 +44,10 @@ Status = Literal["available", "slow", "unavailable", "failed"]
 #: The objects a backend can build: for Lightning Fabric (``target="fabric"``) and the Lightning Trainer.
 Target = Literal["fabric", "trainer"]
 TARGETS: tuple[Target, ...] = ("fabric", "trainer")
+#: The Lightning strategies that take a precision class of their own, by family (see
+#: ``mixprec.precision.strategy_family``): "fsdp" for Lightning's FSDP strategies.
+StrategyFamily = Literal["fsdp"]
+STRATEGY_FAMILIES: tuple[StrategyFamily, ...] = ("fsdp",)
 #: Where the contract of a precision a backend offers comes from (see :meth:`Backend.contract_source`).
 ContractSource = Literal["standard", "declared", "undeclared"]
 
@@ -201,6 +207,10 @@ class Backend:
             A backend that builds only one says so here (``targets=("fabric",)``): the resolver passes it
             over for the other target and selects the next candidate, and the conformance suite skips the
             other target's checks with this reason.
+        strategy_families: the strategy families it builds objects for, of ``("fsdp",)``: by default all of them
+            (``get_precision(..., strategy="fsdp")``). A backend that builds none says ``()``: the resolver passes it
+            over for ``strategy="fsdp"`` and selects the next candidate, and the conformance suite skips its
+            FSDP objects' checks with this reason. An ordinary strategy (DDP, a single device) needs no family.
         expected_failed_checks: the conformance checks (by name, as ``mixprec.testing.CHECKS`` names them)
             it knowingly fails, each with the reason. The suite reports each such case as an expected
             failure, and as a failure if it passes ("unexpectedly passed"), so the list stays true.
@@ -215,6 +225,7 @@ class Backend:
     description: str = ""
     contracts: Mapping[str, Contract] = field(default_factory=dict)
     targets: tuple[Target, ...] = TARGETS
+    strategy_families: tuple[StrategyFamily, ...] = STRATEGY_FAMILIES
     expected_failed_checks: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -266,6 +277,7 @@ class Backend:
                 problems.append(f"contracts {stray!r} are for precisions it does not offer")
             object.__setattr__(self, "contracts", MappingProxyType(dict(contracts)))
         problems += self._check_targets()
+        problems += self._check_strategy_families()
         expected = _check_reasons(self.expected_failed_checks)
         if expected is None:
             problems.append(
@@ -288,9 +300,23 @@ class Backend:
         object.__setattr__(self, "targets", tuple(str.__str__(t) for t in targets))
         return []
 
-    def serves(self, target: str) -> bool:
-        """Whether it builds objects for ``target`` ("fabric" or "trainer")."""
-        return target in self.targets
+    def _check_strategy_families(self) -> list[str]:
+        families: Any = self.strategy_families
+        known = ", ".join(map(repr, STRATEGY_FAMILIES))
+        if isinstance(families, str) or not isinstance(families, (tuple, list)):
+            return [f"strategy_families {families!r} must be a tuple of {known}, or () for none"]
+        unknown = [f for f in families if f not in STRATEGY_FAMILIES]
+        if unknown:
+            return [f"strategy_families {unknown!r} are not strategy families; the families are {known}"]
+        if len(set(families)) != len(families):
+            return [f"strategy_families {families!r} lists one family twice"]
+        object.__setattr__(self, "strategy_families", tuple(str.__str__(f) for f in families))
+        return []
+
+    def serves(self, target: str, family: str | None = None) -> bool:
+        """Whether it builds objects for ``target`` ("fabric" or "trainer") and strategy family ``family`` (None for
+        the ordinary strategies, which every backend serves)."""
+        return target in self.targets and (family is None or family in self.strategy_families)
 
     def contract(self, precision: str) -> Contract | None:
         """The contract of ``precision`` as this backend offers it: the core's, its own, or None if undeclared."""

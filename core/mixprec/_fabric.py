@@ -168,6 +168,8 @@ class DeviceFSDP:
     device with the requested scaler, where Lightning's hard-codes "cuda" for both."""
 
     precision: Any
+    #: Whether autocast caches its casts: Fabric's forward runs no step inside it; the Trainer's class says False.
+    _autocast_cache = True
 
     def __init__(self, precision: Any, device: str, scaler: ShardedGradScaler | None = None) -> None:
         with _lightning_scaler_ignored():
@@ -179,7 +181,9 @@ class DeviceFSDP:
         if "mixed" in self.precision:
             # Lightning's own choice of dtype, on the device it leaves out.
             return torch.autocast(
-                self.device, dtype=torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
+                self.device,
+                dtype=torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16,
+                cache_enabled=self._autocast_cache,
             )
         return super().forward_context()  # type: ignore[misc, no-any-return]
 

@@ -70,14 +70,15 @@ def _plan(
     check_target(target)
     name = canonical_precision(precision, snap)
     dev = requested_device(device, snap) or best_device(snap, caches)
+    family = _family(strategy, target)
     if name == "auto":
-        found = auto(snap, caches, dev, backend, target)
+        found = auto(snap, caches, dev, backend, target, family)
         if found.taken is None:
             assert found.error is not None
             raise found.error
         name, choice = found.steps[found.taken]
     else:
-        choice = select(snap, caches, name, dev, backend, target)
+        choice = select(snap, caches, name, dev, backend, target, family)
         if choice.error is not None:
             raise choice.error
     assert choice.chosen is not None
@@ -85,6 +86,17 @@ def _plan(
     if key is not None:
         caches.plans[key] = plan
     return plan
+
+
+def _family(strategy: str | None, target: str) -> str | None:
+    """The strategy family of ``strategy`` (see ``mixprec.precision.strategy_family``); lightning is imported only for
+    a strategy named."""
+    if strategy is None or strategy == "auto":
+        return None
+    with IMPORT_LOCK:  # looking a strategy up imports lightning: see mixprec._import_lock
+        from mixprec.precision import family_of
+
+    return family_of(strategy, target)
 
 
 @overload

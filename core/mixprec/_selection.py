@@ -2,7 +2,8 @@
 
 The candidates are the backends that offer the precision on the device type (those serving every
 device type included, unless their policy's ``device_types()`` names the types they serve here and
-this is not one) and build objects for the target (``Backend.targets``). One is selected by the first
+this is not one) and build objects for the target (``Backend.targets``) and the strategy family
+(``Backend.strategy_families``). One is selected by the first
 rule that applies:
 
 1. ``backend=``, if given: that backend, or an error if it cannot run here;
@@ -55,20 +56,28 @@ class Choice(NamedTuple):
 
 
 def candidates(
-    snap: Snapshot, caches: Caches, precision: str, device: Device, target: str = "fabric"
+    snap: Snapshot, caches: Caches, precision: str, device: Device, target: str = "fabric", family: str | None = None
 ) -> list[Registered]:
-    """The backends offering ``precision`` on ``device``'s type that build objects for ``target``; one for every
-    device type only if it serves this one."""
+    """The backends offering ``precision`` on ``device``'s type that build objects for ``target`` and strategy family
+    ``family``; one for every device type only if it serves this one."""
     return [
         r
         for r in snap.for_device_type(device.type)
-        if precision in r.backend.precisions and r.backend.serves(target) and serves(r, device.type, caches)
+        if precision in r.backend.precisions and r.backend.serves(target, family) and serves(r, device.type, caches)
     ]
 
 
-def offers(snap: Snapshot, caches: Caches, name: str, precision: str, device: Device, target: str = "fabric") -> bool:
-    """Whether backend ``name`` is among the candidates for ``precision`` on ``device`` and ``target``."""
-    return any(r.backend.name == name for r in candidates(snap, caches, precision, device, target))
+def offers(
+    snap: Snapshot,
+    caches: Caches,
+    name: str,
+    precision: str,
+    device: Device,
+    target: str = "fabric",
+    family: str | None = None,
+) -> bool:
+    """Whether backend ``name`` is among the candidates for ``precision`` on ``device``, ``target`` and ``family``."""
+    return any(r.backend.name == name for r in candidates(snap, caches, precision, device, target, family))
 
 
 def _order(reg: Registered, availability: Availability) -> tuple[int, int, str]:
@@ -82,16 +91,20 @@ def select(
     device: Device,
     backend: str | None,
     target: str = "fabric",
+    family: str | None = None,
 ) -> Choice:
     """Select a backend for ``precision`` on ``device`` by the rules above; ``backend`` is ``backend=``.
 
-    Only backends that build objects for ``target`` are candidates: one that declares another target
-    alone (``Backend.targets``) is passed over, and the next candidate serves.
+    Only backends that build objects for ``target`` and the strategy family ``family`` (None for an ordinary
+    strategy) are candidates: one that declares another target alone (``Backend.targets``) or builds no objects
+    for the family (``Backend.strategy_families``) is passed over, and the next candidate serves.
     """
-    found = candidates(snap, caches, precision, device, target)
+    found = candidates(snap, caches, precision, device, target, family)
     probed = [(r, probe(r, precision, device, snap, caches)) for r in found]
     if backend is not None:
-        other = _other_target(snap, backend, precision, device, target)
+        other = _other_target(snap, backend, precision, device, target) or _other_family(
+            snap, backend, precision, device, target, family
+        )
         if other is not None:
             return Choice(probed, None, f"backend= names {backend!r}", other, "backend=")
     if not found:
@@ -122,6 +135,20 @@ def _other_target(snap: Snapshot, name: str, precision: str, device: Device, tar
         f"Backend {name!r} builds {precision!r} objects only for target={only}, not for target={target!r}"
         f" (its Backend.targets). Ask it for target={reg.backend.targets[0]!r}, or leave backend unset for"
         f" another backend that serves target={target!r}."
+    )
+
+
+def _other_family(
+    snap: Snapshot, name: str, precision: str, device: Device, target: str, family: str | None
+) -> PrecisionError | None:
+    """The error for ``backend=`` naming a backend that offers the precision here but builds nothing for ``family``."""
+    reg = snap.backends.get(name)
+    if reg is None or reg.backend.serves(target, family) or reg not in candidates_any_target(snap, precision, device):
+        return None
+    return BackendNotFoundError(
+        f"Backend {name!r} builds no {precision!r} objects for the {family!r} strategies (its Backend.strategy_families"
+        f" is {reg.backend.strategy_families!r}). Leave backend unset for another backend that does, or use a"
+        " strategy that takes an ordinary precision plugin (such as 'ddp')."
     )
 
 

@@ -96,6 +96,9 @@ class _TrainerGuard(ScalerGuard):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._fitting:
             _check_resumed_scaler_state(self, checkpoint)
+        elif self.scaler is None and holds_scaler_state(checkpoint.get(type(self).__qualname__)):
+            # Evaluating from a "16-mixed" checkpoint of the same class (FSDP's): its GradScaler state is not needed.
+            checkpoint.pop(type(self).__qualname__)
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
 
 
@@ -181,6 +184,19 @@ TrainerAutocastPrecision = MixedPrecision
 
 class FSDPPrecision(DeviceFSDP, _TrainerGuard, lightning.FSDPPrecision):
     """The Trainer's ``FSDPPrecision``, for every precision FSDP trains in, on the requested device."""
+
+    # As the Trainer's MixedPrecision: a training_step may step the optimizer inside its autocast context, so no
+    # cast of a weight may outlive an update of it.
+    _autocast_cache = False
+
+    @override
+    def optimizer_step(self, optimizer: Any, model: Any = None, closure: Any = None, **kwargs: Any) -> Any:
+        if self.scaler is None:
+            return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+        closure = _unscaling_fused(self, optimizer, model, closure)
+        # Lightning's FSDPPrecision unscales after a closure that ran no backward (training_step returned None),
+        # which fails on a scaler that has scaled nothing yet; its MixedPrecision's step, the same otherwise, does not.
+        return lightning.MixedPrecision.optimizer_step(self, optimizer, model=model, closure=closure, **kwargs)  # type: ignore[arg-type]
 
 
 class Precision(_TrainerGuard, lightning.Precision):

@@ -128,7 +128,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from mixprec.testing import Suite
 
-    suite = Suite(args.backend, args.device, args.precision, args.target)
+    suite = Suite(args.backend, args.device, args.precision, args.target, args.strategy)
     start = time.perf_counter()
     report = suite.run()
     seconds = time.perf_counter() - start
@@ -377,6 +377,11 @@ def _parser() -> argparse.ArgumentParser:
         "--target",
         default=None,
         help="check only the objects for 'fabric' or for the 'trainer' (default: both)",
+    )
+    checking.add_argument(
+        "--strategy",
+        default=None,
+        help="check only the objects for strategy 'fsdp', or 'none' for the ordinary strategies' (default: all)",
     )
     checking.add_argument(
         "--junit-xml",

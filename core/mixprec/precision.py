@@ -279,7 +279,9 @@ def _make_scaler(request: Request, family: str | None) -> torch.amp.GradScaler:
         with IMPORT_LOCK:
             from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
-        return ShardedGradScaler(device=request.device.type, **options)  # type: ignore[arg-type]
+        # process_group=None: the default group when the step runs. torch's default is the group of the moment it
+        # imported the module, which may be a group destroyed since.
+        return ShardedGradScaler(device=request.device.type, process_group=None, **options)  # type: ignore[arg-type]
     return torch.amp.GradScaler(request.device.type, **options)  # type: ignore[arg-type]
 
 
@@ -314,14 +316,19 @@ def strategy_family(request: Request) -> Literal["fsdp"] | None:
                     raise PrecisionError("mixprec-x builds no precision for FSDP: leave strategy unset.")
                 return MyPrecision()
     """
-    name = request.strategy
+    return family_of(request.strategy, request.target)
+
+
+def family_of(name: str | None, target: str) -> Literal["fsdp"] | None:
+    """:func:`strategy_family` for strategy ``name`` and ``target``, before there is a request (the resolver asks it
+    to pass over backends that build no objects for the family, ``Backend.strategy_families``)."""
     if name is None or name == "auto":
         return None
-    served = _served_strategies(request.target)
+    served = _served_strategies(target)
     if name in served:
         return served[name]
     names = ", ".join(sorted(served))
-    cls = _lightning_strategies(request.target)[1].get(name)
+    cls = _lightning_strategies(target)[1].get(name)
     if cls is not None:
         raise PrecisionError(
             f"mixprec builds no precision for strategy {name!r}: {cls.__name__} works only with Lightning's own"

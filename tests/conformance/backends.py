@@ -182,12 +182,14 @@ def install(
     unsupported: Mapping[str, str] | None = None,
     contracts: Mapping[str, str] | None = None,
     targets: Sequence[str] = ("fabric", "trainer"),
+    strategy_families: Sequence[str] = (),
     expected_failed_checks: Mapping[str, str] | None = None,
     priority: int = 0,
 ) -> str:
     """Install a distribution whose entry point registers backend ``name`` with ``policy``; return its name.
 
-    ``contracts`` maps a precision to the source of its ``Contract(...)``.
+    ``contracts`` maps a precision to the source of its ``Contract(...)``. ``strategy_families`` is none by default:
+    the control's classes and their broken copies are the ordinary strategies' (the suite skips their FSDP cases).
     """
     package = "cf_" + name.replace("-", "_")
     declared = "{" + ", ".join(f"{p!r}: {source}" for p, source in (contracts or {}).items()) + "}"
@@ -206,6 +208,7 @@ def install(
                     unsupported={dict(unsupported or {})!r},
                     contracts={declared},
                     targets={tuple(targets)!r},
+                    strategy_families={tuple(strategy_families)!r},
                     priority={priority!r},
                     expected_failed_checks={dict(expected_failed_checks or {})!r},
                 )

@@ -6,8 +6,9 @@ Each mutant becomes a backend of its own, ``mutant-<n>``, registered in-process 
 standard precisions on the CPU. The suite (:class:`mixprec.testing.Suite`) then runs against it,
 case by case, and the first failing case kills the mutant. Only the precisions whose objects hold
 the mutated class are run (the others are the installed classes, unchanged); a mutant in no class
-any precision's object holds (an FSDP class: the suite asks for no strategy) is *unreached*, and
-counts as surviving.
+any precision's object holds is *unreached*, and counts as surviving. The objects are those the suite
+checks: for Fabric and the Trainer, each for the ordinary strategies and for ``strategy="fsdp"``; a
+mutant is run against the objects of the strategies whose classes hold it (``--strategy`` of the suite).
 
 The suite runs in a worker process that lives across mutants; a mutant that does not finish within
 the timeout (a hang) is recorded as ``timeout`` and its worker is replaced. A mutant that cannot even
@@ -53,7 +54,7 @@ Outcome = Literal["killed", "survived", "timeout", "unreached"]
 #: The precisions every mutant backend serves: the six standard ones.
 PRECISIONS = ("16-mixed", "bf16-mixed", "32-true", "64-true", "16-true", "bf16-true")
 #: The targets whose objects the suite builds, each with the strategies it asks for.
-BUILT = (("fabric", None), ("trainer", None))
+BUILT = (("fabric", None), ("trainer", None), ("fabric", "fsdp"), ("trainer", "fsdp"))
 #: The mutants recorded as equivalent, with why.
 EQUIVALENTS = Path(__file__).with_name("equivalents.json")
 _REFERENCE = "mutation-reference"
@@ -127,14 +128,43 @@ def _register(name: str, build: Any) -> None:
 
 def _reference_classes() -> Mapping[str, tuple[type, ...]]:
     """The classes of the installed objects the suite builds for each precision: which a mutated class reaches."""
-    import mixprec
     from mixprec.precision import standard_precision
 
     _register(_REFERENCE, standard_precision)
-    return {
-        p: tuple(type(mixprec.get_precision(p, "cpu", backend=_REFERENCE, target=t, strategy=s)) for t, s in BUILT)
-        for p in PRECISIONS
+    return {p: tuple(_built(p, t, s) for t, s in BUILT) for p in PRECISIONS}
+
+
+def _built(precision: str, target: str, strategy: str | None) -> type:
+    """The class of the installed object for ``precision``, ``target`` and ``strategy``; ``PrecisionError`` for one
+    that is refused (float64 under FSDP): a mutant that builds one is killed by the check of the refusal."""
+    import mixprec
+
+    try:
+        return type(mixprec.get_precision(precision, "cpu", backend=_REFERENCE, target=target, strategy=strategy))
+    except mixprec.PrecisionError:
+        return mixprec.PrecisionError
+
+
+def _strategy(mutant: Mutant, tree: ast.Module, function: str, classes: Mapping[str, tuple[type, ...]]) -> str | None:
+    """The suite's ``strategy`` for the mutant: "none" or "fsdp" when only that family's objects hold its class, else
+    None (both)."""
+    import importlib
+
+    top = function.split(".")[0]
+    if not any(isinstance(s, ast.ClassDef) and s.name == top for s in tree.body):
+        return None
+    installed = getattr(importlib.import_module(mutant.module), top)
+    held = {
+        strategy
+        for built in classes.values()
+        for (_, strategy), cls in zip(BUILT, built, strict=True)
+        if installed in cls.__mro__
     }
+    if held == {None}:
+        return "none"
+    if held == {"fsdp"}:
+        return "fsdp"
+    return None
 
 
 def _affected(mutant: Mutant, tree: ast.Module, function: str, classes: Mapping[str, tuple[type, ...]]) -> list[str]:
@@ -211,10 +241,11 @@ class _Evaluator:
         self.count += 1
         name = f"mutant-{self.count}"
         _register(name, lambda request: world.module("mixprec.precision").standard_precision(request))
+        strategy = _strategy(mutant, tree, change.function, self.classes)
         with warnings.catch_warnings(), isolated("cpu"):
             warnings.simplefilter("ignore")
             for precision in precisions:
-                for case in Suite(name, "cpu", precision).cases:
+                for case in Suite(name, "cpu", precision, strategy=strategy).cases:
                     result = case.run()
                     if result.outcome == "failed":
                         return {"outcome": "killed", "killed_by": case.id, "detail": result.detail[:500]}

@@ -6,10 +6,10 @@ method (listed below, each promise with its check). It runs against one
 installed backend, on one device, for every precision the backend offers there, and is used in two
 forms that run the very same cases:
 
-- ``mixprec check NAME [--device D] [--precision P] [--target T] [--json] [-o FILE] [--junit-xml FILE]``:
-  a readable report (or JSON, or JUnit XML for CI); exit status 1 if a check failed, 2 if the backend,
-  device, precision or target is refused, 0 otherwise (also when every check was skipped, which the
-  report says plainly).
+- ``mixprec check NAME [--device D] [--precision P] [--target T] [--strategy S] [--json] [-o FILE]
+  [--junit-xml FILE]``: a readable report (or JSON, or JUnit XML for CI); exit status 1 if a check failed, 2 if
+  the backend, device, precision, target or strategy is refused, 0 otherwise (also when every check was skipped,
+  which the report says plainly).
 - From the backend's own pytest run, by subclassing :class:`ConformanceTests`::
 
       from mixprec.testing import ConformanceTests
@@ -36,6 +36,17 @@ own interface promises. A case's id says which: ``bf16-mixed:forward_dtype`` for
 ``trainer/bf16-mixed:forward_dtype`` for the Trainer's (``--target`` runs one of them). A backend
 that builds objects for one target only says so, ``Backend(..., targets=("fabric",))``, and the
 other target's cases are skipped with that reason.
+
+The objects for a strategy family are checked too: for ``strategy="fsdp"``, the ``FSDPPrecision``
+for Fabric (ids ``fsdp/bf16-mixed:forward_dtype``) and for the Trainer
+(``trainer-fsdp/bf16-mixed:forward_dtype``), against every check but a few that Lightning's FSDP
+classes do not promise (``mixprec.testing._checks_fsdp.NOT_SHARED`` lists them with the reasons),
+plus the FSDP checks listed below; ``--strategy fsdp`` runs those alone, ``--strategy none`` the
+others. Their cases run in the process group that exists (under ``torchrun``), or else in a
+one-process "gloo" group the suite starts for each case and destroys after it. A backend that
+builds no FSDP objects says so, ``Backend(..., strategy_families=())``; it, and a device whose
+tensors no process group here can reduce, get no FSDP cases, and the report names the family
+skipped with the reason (``Report.skipped_strategies``).
 
 A backend that knowingly fails a check lists it with the reason,
 ``Backend(..., expected_failed_checks={"check_name": "why"})``: its cases are reported as expected
@@ -250,6 +261,22 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
       GradScaler, is a ``mixprec.StateDictError`` too (``trainer_resume_refuses_unreadable_scaler_state``);
     - with a GradScaler, LBFGS is refused before its closure runs: no ``training_step``, backward or step
       (``trainer_lbfgs_refused_before_closure``).
+
+The FSDP object (``strategy="fsdp"``), as Lightning's FSDP strategies use it
+    - its ``mixed_precision_config`` keeps FSDP's parameters, gradient reductions and buffers in the
+      contract's compute dtype (``fsdp_mixed_precision_config``);
+    - ``convert_input`` casts floating inputs to the parameters' dtype (float32 for a mixed
+      precision and "32-true"), ``convert_output`` floating outputs to the default dtype, whatever the
+      precision (``fsdp_converts_io``, in place of ``convert_input`` and ``convert_output``);
+    - building it warns nothing but mixprec's ``PrecisionWarning`` (``fsdp_built_without_warnings``);
+    - the Trainer's clips by norm or refuses to with Lightning's ``MisconfigurationException`` (its
+      FSDP strategy clips through the sharded module), never leaving the gradients unclipped in
+      silence (``fsdp_norm_clipping_refused``);
+    - a float64 precision, which FSDP does not train in, is refused with a ``PrecisionError`` that
+      names it and FSDP (``fsdp_refuses_float64``);
+    - with loss scaling, its scaler is a ``ShardedGradScaler`` built from the request's options
+      (``fsdp_scaler_is_sharded``).
+    Lightning runs FSDP on CUDA only, so no FSDP loop runs on the CPU.
 
 The object as a whole
     - leaves torch's process-wide switches as they were through every context and ``teardown()``:

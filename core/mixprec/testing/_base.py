@@ -35,7 +35,7 @@ from lightning.fabric.plugins.precision import Precision
 from torch import Tensor, nn
 
 import mixprec
-from mixprec._backend import TARGETS, Availability, Backend, Device, Target
+from mixprec._backend import TARGETS, Availability, Backend, Device, StrategyFamily, Target
 from mixprec._contract import STANDARD_CONTRACTS, Contract
 from mixprec._errors import PrecisionWarning
 from mixprec._import_lock import IMPORT_LOCK
@@ -139,6 +139,8 @@ class Subject:
         precision: the precision under test.
         availability: what the backend's policy says of the precision on the device.
         target: the object under test: for Fabric (``"fabric"``) or for the Trainer (``"trainer"``).
+        family: the strategy family the object is for (``"fsdp"``: ``get_precision(..., strategy="fsdp")``), or None
+            for the object of the ordinary strategies.
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class Subject:
         precision: str,
         availability: Availability,
         target: Target = "fabric",
+        family: StrategyFamily | None = None,
     ) -> None:
         self.backend = backend
         self.device = device
@@ -158,6 +161,8 @@ class Subject:
         #: What checks of this subject share within one run (an expensive set-up, such as one Trainer.fit),
         #: by name: values only, never an object a check goes on to use.
         self.shared: dict[str, Any] = {}
+        #: The strategy family of the object under test ("fsdp"), or None for the ordinary strategies' object.
+        self.family: StrategyFamily | None = family
         #: What the precision promises: the core's standard contract, the backend's declared one, or None.
         self.contract = backend.contract(precision)
 
@@ -174,7 +179,12 @@ class Subject:
             # "slow" precisions warn on every call; the suite checks them all the same.
             warnings.simplefilter("ignore", PrecisionWarning)
             return mixprec.get_precision(
-                self.precision, str(self.device), backend=self.backend.name, target=self.target, **options
+                self.precision,
+                str(self.device),
+                backend=self.backend.name,
+                target=self.target,
+                strategy=self.family,
+                **options,
             )
 
     @functools.cached_property

@@ -13,7 +13,7 @@ small functions named after the behaviour they test: ``_checks_object`` (the obj
 conversion), and the promises of the object as a whole, a module each: ``_torch_flags`` (torch's
 process-wide switches), ``_teardown``, ``_nesting``, ``_threads``, ``_pickling``, ``_identity`` (conversion in
 place), ``_linear_subclasses``, ``_options`` (the option values a contract names) and ``_float8`` (the
-format). What
+format); ``_checks_fsdp`` checks the FSDP objects (``strategy="fsdp"``). What
 they share (:class:`~mixprec.testing._base.Check`, :class:`~mixprec.testing._base.Subject`, the
 failures and helpers) is in :mod:`mixprec.testing._base`. Importing a group registers nothing: a
 check runs because it is listed here, and the docstring of :mod:`mixprec.testing` lists every promise
@@ -25,6 +25,7 @@ from __future__ import annotations
 from mixprec.testing import _checks_context as context
 from mixprec.testing import _checks_convert as convert
 from mixprec.testing import _checks_forward_context as forward_context
+from mixprec.testing import _checks_fsdp as fsdp
 from mixprec.testing import _checks_object as object_
 from mixprec.testing import _checks_scaled_closure as scaled_closure
 from mixprec.testing import _checks_scaler_limits as scaler_limits
@@ -160,4 +161,5 @@ CHECKS: tuple[Check, ...] = (
     subclasses.linear_subclasses_converted,
     options.option_trials_applied,
     float8.float8_format,
+    *fsdp.FSDP_CHECKS,
 )

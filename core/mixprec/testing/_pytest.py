@@ -29,8 +29,9 @@ class ConformanceTests:
             backend = "mine"
 
     Optionally set ``device`` (e.g. ``"cuda:1"``; default: the backend's device type), ``precision``
-    (default: every precision the backend offers) and ``target`` (``"fabric"`` or ``"trainer"``; default:
-    both). A check the backend lists in ``Backend.expected_failed_checks`` is a strict ``xfail`` with the
+    (default: every precision the backend offers), ``target`` (``"fabric"`` or ``"trainer"``; default:
+    both) and ``strategy`` (``"fsdp"``, or ``"none"`` for the ordinary strategies' objects; default: all).
+    A check the backend lists in ``Backend.expected_failed_checks`` is a strict ``xfail`` with the
     backend's reason: its failure is expected, and its passing fails.
     """
 
@@ -38,6 +39,7 @@ class ConformanceTests:
     device: ClassVar[str | None] = None
     precision: ClassVar[str | None] = None
     target: ClassVar[str | None] = None
+    strategy: ClassVar[str | None] = None
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "conformance_case" not in metafunc.fixturenames:
@@ -47,7 +49,7 @@ class ConformanceTests:
             raise TypeError(f"{type(self).__name__} must set backend = '<name>', the backend to check")
         import pytest
 
-        cases = Suite(backend, self.device, self.precision, self.target).cases
+        cases = Suite(backend, self.device, self.precision, self.target, self.strategy).cases
         params = [
             pytest.param(case, id=case.id, marks=_expected_failure(case) if case.expected_failure else ())
             for case in cases

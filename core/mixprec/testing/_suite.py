@@ -1,9 +1,13 @@
 """Running the checks against one installed backend on one device, and the report of the run.
 
-A run is a flat list of :class:`Case` objects, one per (target, precision, check), decided from the
-backend's description and each precision's contract before anything runs: every check of the
+A run is a flat list of :class:`Case` objects, one per (target, strategy family, precision, check), decided
+from the backend's description and each precision's contract before anything runs: every check of the
 interface Fabric's and the Trainer's objects share runs against both objects, and the checks of one
-interface (``backward``, ``optimizer_step`` and the loops differ) against that object only.
+interface (``backward``, ``optimizer_step`` and the loops differ) against that object only. The objects
+for ``strategy="fsdp"`` are checked as well, by the checks :func:`~mixprec.testing._checks_fsdp.runs_on`
+gives them, each case in a process group (:func:`~mixprec.testing._strategies.process_group`); a family
+the backend builds no objects for (``Backend.strategy_families``), or that cannot run on the device (no
+torch.distributed backend for its type), has no cases, and the report says why.
 ``mixprec check`` and the pytest class iterate the very same list, so the two forms cannot drift
 apart, and pytest shows one test per case.
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -32,7 +36,7 @@ from typing import Literal
 import torch
 
 import mixprec
-from mixprec._backend import ANY_DEVICE, TARGETS, Availability, Backend, ContractSource, Device, Target
+from mixprec._backend import ANY_DEVICE, TARGETS, Availability, Backend, ContractSource, Device, StrategyFamily, Target
 from mixprec._contract import Contract
 from mixprec._errors import BackendNotFoundError, DeviceError, PluginError, PrecisionError, UnknownPrecisionError
 from mixprec._policies import current
@@ -42,9 +46,11 @@ from mixprec._resolver import Record
 from mixprec.testing import _torch_flags as torch_flags
 from mixprec.testing._base import Check, CheckFailed, CheckSkipped, Subject, undeclared_contract
 from mixprec.testing._checks import CHECKS
+from mixprec.testing._checks_fsdp import runs_on
 from mixprec.testing._checks_object import contract_declared
 from mixprec.testing._contract import CAPABILITIES
 from mixprec.testing._global_state import isolated
+from mixprec.testing._strategies import families, process_group, unreduced
 
 __all__ = ["Case", "Outcome", "Report", "Result", "Suite", "run"]
 
@@ -61,17 +67,26 @@ class Result:
     detail: str = ""
     #: The object the case checked: Fabric's or the Trainer's.
     target: Target = "fabric"
+    #: The strategy family of the object the case checked ("fsdp"), or None for the ordinary strategies' object.
+    family: StrategyFamily | None = None
 
     @property
     def id(self) -> str:
         """The case's id (:attr:`Case.id`): ``precision:check``, ``trainer/precision:check`` for the Trainer's."""
-        return case_id(self.target, self.precision, self.check)
+        return case_id(self.target, self.precision, self.check, self.family)
 
 
-def case_id(target: str, precision: str, check: str) -> str:
-    """``precision:check`` for Fabric's object, ``trainer/precision:check`` for the Trainer's."""
-    prefix = "" if target == "fabric" else f"{target}/"
-    return f"{prefix}{precision}:{check}"
+def case_id(target: str, precision: str, check: str, family: str | None = None) -> str:
+    """``precision:check`` for Fabric's object, ``trainer/precision:check`` for the Trainer's; for a strategy family's
+    objects ``fsdp/precision:check`` (Fabric's) and ``trainer-fsdp/precision:check`` (the Trainer's)."""
+    return f"{subject_label(target, family)}{precision}:{check}"
+
+
+def subject_label(target: str, family: str | None) -> str:
+    """The prefix of a case id that names its object: "", "trainer/", "fsdp/" or "trainer-fsdp/"."""
+    if family is None:
+        return "" if target == "fabric" else f"{target}/"
+    return f"{family}/" if target == "fabric" else f"{target}-{family}/"
 
 
 class Case:
@@ -99,8 +114,9 @@ class Case:
 
     @property
     def id(self) -> str:
-        """``precision:check`` for Fabric's object, ``trainer/precision:check`` for the Trainer's; pytest shows it."""
-        return case_id(self.target, self.precision, self.check.name)
+        """``precision:check`` for Fabric's object, ``trainer/precision:check`` for the Trainer's, ``fsdp/`` and
+        ``trainer-fsdp/`` before them for the FSDP objects; pytest shows it."""
+        return case_id(self.target, self.precision, self.check.name, self.subject.family)
 
     def execute(self) -> None:
         """Run the check: raise :class:`CheckSkipped`, :class:`CheckFailed` or the backend's own error, or pass."""
@@ -109,8 +125,12 @@ class Case:
         contract = self.subject.contract
         if contract is None:  # its only case is contract_declared
             raise CheckFailed(undeclared_contract(self.subject))
-        with one_thread(), isolated(self.subject.device.type), torch_flags.restored():
+        with one_thread(), isolated(self.subject.device.type), torch_flags.restored(), self._process_group():
             self.check(self.subject, contract)
+
+    def _process_group(self) -> AbstractContextManager[None]:
+        # FSDP's ShardedGradScaler reduces over a process group: see mixprec.testing._strategies.process_group.
+        return nullcontext() if self.subject.family is None else process_group()
 
     def run(self) -> Result:
         """Execute the case and record the outcome; an unexpected exception is a failure.
@@ -143,7 +163,7 @@ class Case:
         return self._result("failed", detail)
 
     def _result(self, outcome: Outcome, detail: str = "") -> Result:
-        return Result(self.precision, self.check.name, outcome, detail, self.target)
+        return Result(self.precision, self.check.name, outcome, detail, self.target, self.subject.family)
 
     def __repr__(self) -> str:
         return f"Case({self.subject.backend.name!r}, {self.id!r})"
@@ -161,6 +181,9 @@ class Report:
     results: tuple[Result, ...]
     #: Where each precision's contract comes from: "standard" (the core's), "declared" (the backend's) or "undeclared".
     contracts: Mapping[str, ContractSource] = field(default_factory=dict)
+    #: The strategy families the run skipped, each with the reason: those the backend builds no objects for, or that
+    #: cannot run on the device (torch.distributed has no backend for its type).
+    skipped_strategies: Mapping[str, str] = field(default_factory=dict)
 
     def count(self, outcome: Outcome) -> int:
         """How many cases came to ``outcome``."""
@@ -197,8 +220,10 @@ class Report:
             lines += ["", f"{precision} ({availability.status}{reason}{contract})"]
             for r in self.results:
                 if r.precision == precision:
-                    name = r.check if r.target == "fabric" else f"{r.target}/{r.check}"
+                    name = f"{subject_label(r.target, r.family)}{r.check}"
                     lines.append(f"  {labels[r.outcome]} {name}" + (f": {r.detail}" if r.detail else ""))
+        for family, reason in self.skipped_strategies.items():
+            lines += ["", f"strategy={family!r}: skipped: {reason}"]
         lines += ["", self.summary()]
         return "\n".join(lines)
 
@@ -216,6 +241,7 @@ class Report:
             "xfailed": self.count("xfailed"),
             "precisions": {p: {**asdict(a), "contract": self.contracts.get(p)} for p, a in self.availability.items()},
             "results": [{"id": r.id, **asdict(r)} for r in self.results],
+            "skipped_strategies": dict(self.skipped_strategies),
         }
         return json.dumps(payload, indent=2)
 
@@ -229,15 +255,24 @@ class Suite:
             precisions, which serve every device type).
         precision: run only this precision; by default every precision the backend offers.
         target: check only the objects for this target, "fabric" or "trainer"; by default both.
+        strategy: check only the objects for this strategy family, "fsdp", or "none" for the objects of the
+            ordinary strategies (``strategy=None``); by default all of them. A family the backend builds no objects
+            for (``Backend.strategy_families``) has no cases: the report names it, with the reason
+            (:attr:`Report.skipped_strategies`).
 
     Raises:
         PrecisionError: no backend of that name is installed, the device is not one it serves, it does
-            not offer the precision, the target is unknown, or it or a contract it declares names capabilities
-            or expected failures of checks the suite does not know.
+            not offer the precision, the target or strategy family is unknown, or it or a contract it declares names
+            capabilities or expected failures of checks the suite does not know.
     """
 
     def __init__(
-        self, backend: str, device: str | None = None, precision: str | None = None, target: str | None = None
+        self,
+        backend: str,
+        device: str | None = None,
+        precision: str | None = None,
+        target: str | None = None,
+        strategy: str | None = None,
     ) -> None:
         snap, caches = current()
         registered = _find(snap, backend)
@@ -248,6 +283,15 @@ class Suite:
         _check_capabilities(self.backend)
         _check_expected_failures(self.backend)
         targets = _targets(target)
+        chosen = families(strategy)
+        #: The strategy families this run would check but the backend builds no objects for, each with the reason.
+        self.unserved: Mapping[str, str] = MappingProxyType(
+            {
+                f: reason
+                for f in chosen
+                if f is not None and (reason := _unserved(self.backend, f) or unreduced(self.device.type)) is not None
+            }
+        )
         missing = absence(registered, self.device, snap, caches)
         # A count that fails is no absence: the policy is broken, and its checks fail with its error.
         absent = missing.reason if missing is not None and missing.status == "unavailable" else None
@@ -257,7 +301,9 @@ class Suite:
         )
         cases: list[Case] = []
         self.subjects: tuple[Subject, ...] = tuple(
-            Subject(self.backend, self.device, name, availability, t)
+            Subject(self.backend, self.device, name, availability, t, family)
+            for family in chosen
+            if family not in self.unserved
             for t in targets
             for name, availability in self.availability.items()
         )
@@ -265,7 +311,7 @@ class Suite:
         for subject in self.subjects:
             contract = subject.contract
             for check in CHECKS:
-                if subject.target not in check.targets:
+                if subject.target not in check.targets or not runs_on(check, subject):
                     continue
                 if check is contract_declared:
                     # A description either declares a contract or not, whatever the device: never skipped.
@@ -280,18 +326,45 @@ class Suite:
         self.cases: tuple[Case, ...] = tuple(cases)
 
     def run(self) -> Report:
-        """Run every case in order and report the results."""
+        """Run every case in order and report the results.
+
+        The cases of the strategy families share one process group (starting one takes about 10 ms), which each
+        case would otherwise start and destroy.
+        """
         with one_thread():  # once for the run, rather than once per case
-            results = tuple(case.run() for case in self.cases)
+            results = tuple(self._results())
         contracts = MappingProxyType({s.precision: self.backend.contract_source(s.precision) for s in self.subjects})
         return Report(
-            self.backend.name, str(self.device), self.distribution, self.version, self.availability, results, contracts
+            self.backend.name,
+            str(self.device),
+            self.distribution,
+            self.version,
+            self.availability,
+            results,
+            contracts,
+            self.unserved,
         )
 
+    def _results(self) -> Iterator[Result]:
+        # The families' cases come after the others (see __init__): the group opens at the first and stays open.
+        with ExitStack() as stack:
+            grouped = False
+            for case in self.cases:
+                if case.subject.family is not None and not grouped:
+                    stack.enter_context(process_group())
+                    grouped = True
+                yield case.run()
 
-def run(backend: str, device: str | None = None, precision: str | None = None, target: str | None = None) -> Report:
+
+def run(
+    backend: str,
+    device: str | None = None,
+    precision: str | None = None,
+    target: str | None = None,
+    strategy: str | None = None,
+) -> Report:
     """Run the conformance suite against the installed backend ``backend``; see :class:`Suite`."""
-    return Suite(backend, device, precision, target).run()
+    return Suite(backend, device, precision, target, strategy).run()
 
 
 @contextmanager
@@ -388,6 +461,15 @@ def _other_target(backend: Backend, subject: Subject) -> str | None:
         return None
     only = " and ".join(repr(t) for t in backend.targets)
     return f"backend {backend.name!r} builds objects only for target={only} (Backend.targets), not {subject.target!r}"
+
+
+def _unserved(backend: Backend, family: str) -> str | None:
+    if family in backend.strategy_families:
+        return None
+    return (
+        f"backend {backend.name!r} builds no objects for strategy={family!r} (its Backend.strategy_families is"
+        f" {backend.strategy_families!r})"
+    )
 
 
 def _skip_reason(subject: Subject, absent: str | None) -> str | None:
