@@ -37,6 +37,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch.nn import Module
 from torch.optim import Optimizer
+from typing_extensions import override
 
 from mixprec._errors import PrecisionWarning, StateDictError
 from mixprec._fabric import DeviceFSDP, ScalerGuard
