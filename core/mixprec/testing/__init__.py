@@ -236,7 +236,34 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
       (``trainer_resume_without_scaler_state_warns``);
     - with a GradScaler and ``gradient_clip_val``, a fused optimizer (one that unscales in its own step)
       is clipped on its true gradients, seen so by ``on_before_optimizer_step`` too
-      (``trainer_fused_optimizer_clipped``, optional: capability ``fused_optimizers``).
+      (``trainer_fused_optimizer_clipped``, optional: capability ``fused_optimizers``);
+    - with a GradScaler, a step whose gradients hold inf or NaN is skipped and the scale backs off
+      (``trainer_nonfinite_step_skipped``), with ``gradient_clip_val`` too, where clipping an infinite
+      norm must not raise (``trainer_nonfinite_step_skipped_when_clipping``); under manual optimization
+      an overflowing step backs the scale off and the next one trains
+      (``trainer_manual_overflow_updates_scale``);
+    - ``optimizer_step(optimizer, model, closure, **kwargs)`` passes ``kwargs`` on to ``optimizer.step``
+      (``trainer_optimizer_step_passes_arguments``); under manual optimization a closure of the user's
+      (``opt.step(closure=closure)``) runs once and its gradients are stepped
+      (``trainer_manual_closure_runs``);
+    - with ``accumulate_grad_batches=2`` the step applies the gradients of both batches of the window:
+      ``optimizer_step`` zeroes none and the loss is left as the loop divides it
+      (``trainer_gradient_accumulation``);
+    - ``connect(model, optimizers, lr_schedulers)`` returns the optimizers and every LR scheduler it
+      was given (``trainer_connect_keeps_optimizers_and_schedulers``);
+    - ``convert_module``, ``connect``, a step in ``train_step_context``, the other step contexts and
+      ``teardown()`` leave torch's process-wide switches and global state (the float32 matmul
+      precision included) as they were (``trainer_hooks_leave_torch_flags``);
+    - ``teardown()``, which the Trainer calls at the end of a fit, keeps ``state_dict()``, so a
+      checkpoint saved after ``fit`` (``trainer.save_checkpoint``) holds the scale the run reached
+      (``trainer_teardown_keeps_state``);
+    - ``val_step_context``, ``test_step_context`` and ``predict_step_context`` under
+      ``torch.inference_mode()``, as the evaluation loops run them, set what ``train_step_context``
+      sets with grad enabled (``trainer_eval_step_contexts_without_grad``);
+    - ``convert_input``, which the Trainer calls on every batch, keeps the batch's structure, its
+      integer and bool tensors and other values, and gives floating tensors the compute dtype (under
+      autocast it may leave them as they are, as Lightning's ``MixedPrecision`` does)
+      (``trainer_convert_input``).
 
 The object as a whole
     - leaves torch's process-wide switches as they were through every context and ``teardown()``:

@@ -28,6 +28,7 @@ from mixprec.testing import _checks_state as state
 from mixprec.testing import _checks_step as step
 from mixprec.testing import _checks_telemetry as telemetry
 from mixprec.testing import _checks_trainer as trainer
+from mixprec.testing import _checks_trainer_loop as trainer_loop
 from mixprec.testing import _checks_training as training
 from mixprec.testing import _conversion as conversion
 from mixprec.testing import _float8 as float8
@@ -129,6 +130,17 @@ CHECKS: tuple[Check, ...] = (
     trainer.trainer_resume_finds_scaler_state,
     trainer.trainer_resume_without_scaler_state_warns,
     trainer.trainer_fused_optimizer_clipped,
+    trainer_loop.trainer_nonfinite_step_skipped,
+    trainer_loop.trainer_nonfinite_step_skipped_when_clipping,
+    trainer_loop.trainer_optimizer_step_passes_arguments,
+    trainer_loop.trainer_manual_closure_runs,
+    trainer_loop.trainer_manual_overflow_updates_scale,
+    trainer_loop.trainer_gradient_accumulation,
+    trainer_loop.trainer_connect_keeps_optimizers_and_schedulers,
+    trainer_loop.trainer_hooks_leave_torch_flags,
+    trainer_loop.trainer_teardown_keeps_state,
+    trainer_loop.trainer_eval_step_contexts_without_grad,
+    trainer_loop.trainer_convert_input,
     conversion.converts_eligible_layers,
     conversion.conversion_leaves_other_layers,
     conversion.converted_matmul_dtype,
