@@ -83,6 +83,22 @@ DEFECTS = [
         """,
     ),
     _defect(
+        "unscales-the-first-optimizer",
+        "16-mixed",
+        "trainer_manual_optimizers_each_unscaled",
+        """
+        def optimizer_step(self, optimizer, model, closure, **kwargs):
+            result = closure()
+            if result is None and model.automatic_optimization:
+                return None
+            self.scaler.unscale_(model.trainer.optimizers[0])  # "the optimizer"
+            self._after_closure(model, optimizer)
+            step = self.scaler.step(optimizer, **kwargs)
+            self.scaler.update()
+            return step
+        """,
+    ),
+    _defect(
         "no-scale-update-under-manual-optimization",
         "16-mixed",
         "trainer_manual_overflow_updates_scale",

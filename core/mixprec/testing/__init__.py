@@ -245,7 +245,9 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
     - ``optimizer_step(optimizer, model, closure, **kwargs)`` passes ``kwargs`` on to ``optimizer.step``
       (``trainer_optimizer_step_passes_arguments``); under manual optimization a closure of the user's
       (``opt.step(closure=closure)``) runs once and its gradients are stepped
-      (``trainer_manual_closure_runs``);
+      (``trainer_manual_closure_runs``); with two optimizers each ``opt.step()`` unscales and steps the
+      optimizer it is given, so ``on_before_optimizer_step`` sees its true gradients
+      (``trainer_manual_optimizers_each_unscaled``);
     - with ``accumulate_grad_batches=2`` the step applies the gradients of both batches of the window:
       ``optimizer_step`` zeroes none and the loss is left as the loop divides it
       (``trainer_gradient_accumulation``);

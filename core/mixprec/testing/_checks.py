@@ -134,6 +134,7 @@ CHECKS: tuple[Check, ...] = (
     trainer_loop.trainer_nonfinite_step_skipped_when_clipping,
     trainer_loop.trainer_optimizer_step_passes_arguments,
     trainer_loop.trainer_manual_closure_runs,
+    trainer_loop.trainer_manual_optimizers_each_unscaled,
     trainer_loop.trainer_manual_overflow_updates_scale,
     trainer_loop.trainer_gradient_accumulation,
     trainer_loop.trainer_connect_keeps_optimizers_and_schedulers,

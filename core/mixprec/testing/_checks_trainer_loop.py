@@ -46,6 +46,7 @@ __all__ = [
     "trainer_gradient_accumulation",
     "trainer_hooks_leave_torch_flags",
     "trainer_manual_closure_runs",
+    "trainer_manual_optimizers_each_unscaled",
     "trainer_manual_overflow_updates_scale",
     "trainer_nonfinite_step_skipped",
     "trainer_nonfinite_step_skipped_when_clipping",
@@ -167,6 +168,40 @@ def trainer_manual_closure_runs(subject: Subject, contract: Contract) -> None:
         expected,
         "under manual optimization the step with the user's closure did not apply the closure's true gradients:"
         " run the closure, unscale where there is a GradScaler, and step",
+    )
+
+
+@check(targets=TRAINER)
+def trainer_manual_optimizers_each_unscaled(subject: Subject, contract: Contract) -> None:
+    """Under manual optimization with two optimizers, each opt.step() unscales and steps the optimizer it is given:
+    on_before_optimizer_step sees its parameters' true gradients, and its step applies them.
+
+    Lightning steps several optimizers only under manual optimization, one after the other after one backward.
+    """
+    harness = Harness(subject, manual=True)
+    params = list(harness.net.parameters())
+    true = _true_gradients(harness.net, subject)
+    expected = _sgd_step(harness.net, true)
+    first = torch.optim.SGD([harness.optimizer.param_groups[0]])
+    second = torch.optim.SGD([harness.optimizer.param_groups[1]])
+    harness.trainer.strategy.optimizers = [first, second]
+    harness.backward(None)  # manual_backward: no optimizer
+    for index, optimizer in enumerate((first, second)):
+        owned = [i for i, p in enumerate(params) if any(p is q for q in optimizer.param_groups[0]["params"])]
+        harness.p.optimizer_step(optimizer, model=harness.module, closure=lambda: None)
+        seen = harness.module.gradients["on_before_optimizer_step"]
+        _close(
+            [seen[i] for i in owned],
+            [true[i] for i in owned],
+            f"under manual optimization with two optimizers on_before_optimizer_step of optimizer {index} saw"
+            " gradients of its parameters that are not the true ones: unscale the optimizer optimizer_step is"
+            " given (self.scaler.unscale_(optimizer)), not another one",
+        )
+    _close(
+        _weights(harness.net),
+        expected,
+        "under manual optimization with two optimizers the steps did not apply the true gradients, each to its own"
+        " parameters: unscale and step the optimizer optimizer_step is given",
     )
 
 
