@@ -56,7 +56,8 @@ DEFECTS = [
         "backward-of-twice-the-loss",
         "bf16-mixed",
         "trainer_backward_gradients trainer_clips_by_value_through_the_hook trainer_manual_optimization_not_clipped "
-        "trainer_manual_optimization_steps trainer_step_applied trainer_step_hooks",
+        "trainer_manual_optimization_steps trainer_step_applied trainer_step_hooks "
+        "trainer_gradient_accumulation trainer_manual_closure_runs trainer_manual_optimizers_each_unscaled",
         """
         def backward(self, tensor, model, optimizer, *args, **kwargs):
             model.backward(tensor * 2, *args, **kwargs)  # "a sum over two halves"
@@ -65,7 +66,8 @@ DEFECTS = [
     _defect(
         "closure-run-twice",
         "bf16-mixed",
-        "trainer_clips_after_closure trainer_closure_runs_once trainer_step_hooks",
+        "trainer_clips_after_closure trainer_closure_runs_once trainer_step_hooks "
+        "trainer_gradient_accumulation trainer_manual_closure_runs",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             closure()  # "warm up"
@@ -76,7 +78,8 @@ DEFECTS = [
         "no-clipping-after-the-closure",
         "16-mixed",
         "trainer_clips_after_closure trainer_clips_by_value_through_the_hook "
-        "trainer_fused_optimizer_clipped trainer_step_hooks trainer_manual_fused_optimizer_unscaled",
+        "trainer_fused_optimizer_clipped trainer_step_hooks trainer_manual_fused_optimizer_unscaled"
+        " trainer_manual_optimizers_each_unscaled",
         """
         def _after_closure(self, model, optimizer):
             pass
@@ -100,7 +103,8 @@ DEFECTS = [
         "drops-steps-under-manual-optimization",
         "16-mixed",
         "trainer_manual_optimization_not_clipped trainer_manual_optimization_steps"
-        " trainer_manual_fused_optimizer_unscaled trainer_lbfgs_refused_before_closure",
+        " trainer_manual_fused_optimizer_unscaled trainer_lbfgs_refused_before_closure"
+        " trainer_manual_optimizers_each_unscaled trainer_manual_overflow_updates_scale",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             if closure() is None:  # "nothing to step": also every manual step
@@ -232,7 +236,7 @@ DEFECTS = [
     _defect(
         "validation-step-without-autocast",
         "bf16-mixed",
-        "trainer_step_contexts_enter_forward_context",
+        "trainer_step_contexts_enter_forward_context trainer_eval_step_contexts_without_grad",
         """
         @contextlib.contextmanager
         def val_step_context(self):

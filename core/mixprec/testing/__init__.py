@@ -260,7 +260,36 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
     - GradScaler state that is not a mapping (a damaged checkpoint), resumed into a precision without a
       GradScaler, is a ``mixprec.StateDictError`` too (``trainer_resume_refuses_unreadable_scaler_state``);
     - with a GradScaler, LBFGS is refused before its closure runs: no ``training_step``, backward or step
-      (``trainer_lbfgs_refused_before_closure``).
+      (``trainer_lbfgs_refused_before_closure``);
+    - with a GradScaler, a step whose gradients hold inf or NaN is skipped and the scale backs off
+      (``trainer_nonfinite_step_skipped``), with ``gradient_clip_val`` too, where clipping an infinite
+      norm must not raise (``trainer_nonfinite_step_skipped_when_clipping``); under manual optimization
+      an overflowing step backs the scale off and the next one trains
+      (``trainer_manual_overflow_updates_scale``);
+    - ``optimizer_step(optimizer, model, closure, **kwargs)`` passes ``kwargs`` on to ``optimizer.step``
+      (``trainer_optimizer_step_passes_arguments``); under manual optimization a closure of the user's
+      (``opt.step(closure=closure)``) runs once and its gradients are stepped
+      (``trainer_manual_closure_runs``); with two optimizers each ``opt.step()`` unscales and steps the
+      optimizer it is given, so ``on_before_optimizer_step`` sees its true gradients
+      (``trainer_manual_optimizers_each_unscaled``);
+    - with ``accumulate_grad_batches=2`` the step applies the gradients of both batches of the window:
+      ``optimizer_step`` zeroes none and the loss is left as the loop divides it
+      (``trainer_gradient_accumulation``);
+    - ``connect(model, optimizers, lr_schedulers)`` returns the optimizers and every LR scheduler it
+      was given (``trainer_connect_keeps_optimizers_and_schedulers``);
+    - ``convert_module``, ``connect``, a step in ``train_step_context``, the other step contexts and
+      ``teardown()`` leave torch's process-wide switches and global state (the float32 matmul
+      precision included) as they were (``trainer_hooks_leave_torch_flags``);
+    - ``teardown()``, which the Trainer calls at the end of a fit, keeps ``state_dict()``, so a
+      checkpoint saved after ``fit`` (``trainer.save_checkpoint``) holds the scale the run reached
+      (``trainer_teardown_keeps_state``);
+    - ``val_step_context``, ``test_step_context`` and ``predict_step_context`` under
+      ``torch.inference_mode()``, as the evaluation loops run them, set what ``train_step_context``
+      sets with grad enabled (``trainer_eval_step_contexts_without_grad``);
+    - ``convert_input``, which the Trainer calls on every batch, keeps the batch's structure, its
+      integer and bool tensors and other values, and gives floating tensors the compute dtype (under
+      autocast it may leave them as they are, as Lightning's ``MixedPrecision`` does)
+      (``trainer_convert_input``).
 
 The FSDP object (``strategy="fsdp"``), as Lightning's FSDP strategies use it
     - its ``mixed_precision_config`` keeps FSDP's parameters, gradient reductions and buffers in the

@@ -33,6 +33,7 @@ from mixprec.testing import _checks_state as state
 from mixprec.testing import _checks_step as step
 from mixprec.testing import _checks_telemetry as telemetry
 from mixprec.testing import _checks_trainer as trainer
+from mixprec.testing import _checks_trainer_loop as trainer_loop
 from mixprec.testing import _checks_trainer_refusals as trainer_refusals
 from mixprec.testing import _checks_training as training
 from mixprec.testing import _checks_unscaling as unscaling
@@ -142,6 +143,18 @@ CHECKS: tuple[Check, ...] = (
     trainer_refusals.trainer_manual_fused_optimizer_unscaled,
     trainer_refusals.trainer_resume_refuses_unreadable_scaler_state,
     trainer_refusals.trainer_lbfgs_refused_before_closure,
+    trainer_loop.trainer_nonfinite_step_skipped,
+    trainer_loop.trainer_nonfinite_step_skipped_when_clipping,
+    trainer_loop.trainer_optimizer_step_passes_arguments,
+    trainer_loop.trainer_manual_closure_runs,
+    trainer_loop.trainer_manual_optimizers_each_unscaled,
+    trainer_loop.trainer_manual_overflow_updates_scale,
+    trainer_loop.trainer_gradient_accumulation,
+    trainer_loop.trainer_connect_keeps_optimizers_and_schedulers,
+    trainer_loop.trainer_hooks_leave_torch_flags,
+    trainer_loop.trainer_teardown_keeps_state,
+    trainer_loop.trainer_eval_step_contexts_without_grad,
+    trainer_loop.trainer_convert_input,
     conversion.converts_eligible_layers,
     conversion.conversion_leaves_other_layers,
     conversion.converted_matmul_dtype,

@@ -182,6 +182,8 @@ class Harness:
         self.trainer.strategy.connect(self.module)
         self.module.trainer = self.trainer
         self.optimizer = self.module.configure_optimizers()
+        # As in a run, the Trainer holds the optimizer (trainer.optimizers), which a plugin may read.
+        self.trainer.strategy.optimizers = [self.optimizer]
         self.closures = 0
         #: What the Trainer's closure returned, each time it ran.
         self.losses: list[Tensor | None] = []
