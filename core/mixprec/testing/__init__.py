@@ -296,7 +296,7 @@ The FSDP object (``strategy="fsdp"``), as Lightning's FSDP strategies use it
       contract's compute dtype (``fsdp_mixed_precision_config``);
     - ``convert_input`` casts floating inputs to the parameters' dtype (float32 for a mixed
       precision and "32-true"), ``convert_output`` floating outputs to the default dtype, whatever the
-      precision (``fsdp_converts_io``, in place of ``convert_input`` and ``convert_output``);
+      precision (``fsdp_converts_io``, in place of ``convert_input``, ``convert_output`` and ``trainer_convert_input``);
     - building it warns nothing but mixprec's ``PrecisionWarning`` (``fsdp_built_without_warnings``);
     - the Trainer's clips by norm or refuses to with Lightning's ``MisconfigurationException`` (its
       FSDP strategy clips through the sharded module), never leaving the gradients unclipped in

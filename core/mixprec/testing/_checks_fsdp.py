@@ -206,16 +206,17 @@ NOT_SHARED: Mapping[str, str] = MappingProxyType(
         "trainer_clips_after_closure": _NORM_CLIPPING,
         "trainer_clip_gradients_by_norm": _NORM_CLIPPING,
         "trainer_fused_optimizer_clipped": _NORM_CLIPPING,
+        "trainer_nonfinite_step_skipped_when_clipping": _NORM_CLIPPING,
     }
 )
 #: The shared checks that ``fsdp_converts_io`` replaces on the FSDP objects.
-_REPLACED = frozenset({"convert_input", "convert_output"})
+_REPLACED = frozenset({"convert_input", "convert_output", "trainer_convert_input"})
 
 
 def runs_on(check: Check, subject: Subject) -> bool:
     """Whether ``check`` runs on ``subject``: the FSDP checks on the FSDP objects alone, and every other check on
-    every object but those of :data:`NOT_SHARED` (and ``convert_input``, ``convert_output``, which
-    ``fsdp_converts_io`` replaces) on the FSDP objects.
+    every object but those of :data:`NOT_SHARED` (and ``convert_input``, ``convert_output`` and
+    ``trainer_convert_input``, which ``fsdp_converts_io`` replaces) on the FSDP objects.
     No check but :func:`fsdp_refuses_float64` runs on a float64 precision's FSDP object, which FSDP refuses."""
     if subject.family is None:
         return check not in FSDP_CHECKS
