@@ -68,6 +68,7 @@ DEFECTS = [
     _defect(
         "scaler-for-another-device",
         "16-mixed",
+        "nonfinite_in_any_group_skipped overflow_while_clipping_skipped scaler_defaults state_dict_follows_the_scaler "
         "matches_request scaler_options_applied scale_backoff scale_growth nonfinite_step_skipped fused_optimizers"
         " load_state_dict_restores state_dict_torch_save telemetry_counts_steps collapse_detected"
         " state_dict_without_mixprec_entry_loads telemetry_restored_by_load_state_dict"
@@ -95,6 +96,7 @@ DEFECTS = [
     _defect(
         "shared-scaler",
         "16-mixed",
+        "closure_that_raises_leaves_the_scaler_ready scaler_defaults "
         "new_object_per_call scaler_options_applied scale_backoff scale_growth scaler_options_at_their_limits_accepted"
         " training_matches_fp32 fabric_loop",
         create="""
@@ -148,7 +150,7 @@ DEFECTS = [
     _defect(
         "forward-enables-grad",
         "bf16-mixed",
-        "forward_context_restores_state forward_context_restores_state_after_error",
+        "forward_context_without_grad forward_context_restores_state forward_context_restores_state_after_error",
         """
         @contextlib.contextmanager
         def forward_context(self):
@@ -329,7 +331,7 @@ DEFECTS = [
     _defect(
         "half-parameters",
         "bf16-mixed",
-        "parameter_dtype buffers_converted fused_optimizers fabric_loop",
+        "parameter_dtype_of_every_layer parameter_dtype buffers_converted fused_optimizers fabric_loop",
         """
         def convert_module(self, module):
             return module.to(torch.bfloat16)
@@ -390,6 +392,9 @@ DEFECTS = [
     _defect(
         "loss-not-scaled",
         "16-mixed",
+        "closure_that_raises_leaves_the_scaler_ready gradients_kept_after_step nonfinite_in_any_group_skipped"
+        " optimizer_errors_propagate overflow_while_clipping_skipped parameters_without_gradients_clipped"
+        " state_dict_follows_the_scaler unscale_before_clipping_every_step "
         "loss_scaled step_applied frozen_parameters_untouched optimizer_step_returns_step_result"
         " optimizer_step_passes_arguments nonfinite_step_skipped scale_backoff scale_growth unscale_before_clipping"
         " fused_optimizers state_dict_complete state_dict_is_a_snapshot load_state_dict_restores state_dict_torch_save"
@@ -472,6 +477,8 @@ DEFECTS = [
     _defect(
         "steps-on-inf",
         "16-mixed",
+        "closure_that_raises_leaves_the_scaler_ready nonfinite_in_any_group_skipped overflow_while_clipping_skipped"
+        " parameters_without_gradients_clipped scaled_step_runs_closure unscale_before_clipping_every_step "
         "nonfinite_step_skipped fused_optimizers unscale_before_clipping telemetry_counts_steps collapse_detected"
         " fused_clipping_with_scaler_matches_unfused"
         " scaled_step_runs_closure closure_that_raises_leaves_the_scaler_ready",
@@ -502,7 +509,7 @@ DEFECTS = [
     _defect(
         "scale-never-updated",
         "16-mixed",
-        "scale_backoff scale_growth telemetry_counts_steps collapse_detected"
+        "overflow_while_clipping_skipped scale_backoff scale_growth telemetry_counts_steps collapse_detected"
         " scaled_step_runs_closure closure_that_raises_leaves_the_scaler_ready",
         """
         def optimizer_step(self, optimizer, **kwargs):
@@ -588,7 +595,8 @@ DEFECTS = [
     _defect(
         "clips-scaled-gradients",
         "16-mixed",
-        "unscale_before_clipping fused_clipping_with_scaler_matches_unfused unscaling_refused_where_torch_cannot",
+        "unscale_before_clipping_every_step unscale_before_clipping fused_clipping_with_scaler_matches_unfused"
+        " unscaling_refused_where_torch_cannot",
         """
         def unscale_gradients(self, optimizer):
             pass
@@ -608,7 +616,7 @@ DEFECTS = [
     _defect(
         "unscale-casts-gradients",
         "bf16-true",
-        "unscale_gradients_without_scaler",
+        "parameters_without_gradients_clipped unscale_gradients_without_scaler",
         """
         def unscale_gradients(self, optimizer):
             for group in optimizer.param_groups:  # "clip in float32"
@@ -657,7 +665,7 @@ DEFECTS = [
     _defect(
         "main-params-first-group",
         "bf16-mixed",
-        "main_params_cover_every_group",
+        "main_params_follow_added_groups main_params_cover_every_group",
         """
         def main_params(self, optimizer):
             yield from optimizer.param_groups[0]["params"]
@@ -818,13 +826,15 @@ def test_every_check_is_proven_by_a_broken_backend_that_fails_it() -> None:
     proven = {check for d in DEFECTS for check in d.fails}
     # contract_declared is proven in test_suite.py, the module-conversion checks in test_broken_conversion.py,
     # the Trainer's in test_broken_trainer.py, the checks of the modules test_broken_promises.py names there,
-    # the GradScaler-limit checks in test_scaler_limits.py, the forward-context ones in test_forward_context.py.
+    # the GradScaler-limit checks in test_scaler_limits.py, the forward-context ones in test_forward_context.py,
+    # the Fabric loop's in test_broken_fabric_loop.py.
     elsewhere = (
         "_conversion",
         "_checks_trainer",
         "_checks_trainer_refusals",
         "_checks_scaler_limits",
         "_checks_forward_context",
+        "_checks_fabric_loop",
         *PROMISE_MODULES,
     )
     ours = [c.name for c in CHECKS if c.function.__module__.rpartition(".")[2] not in elsewhere]

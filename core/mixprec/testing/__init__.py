@@ -205,6 +205,32 @@ The GradScaler's limits (its scale is a float32 tensor, its growth tracker an in
 ``pre_backward()``, ``post_backward()``
     - hooks with no promise of their own; Fabric calls them around ``backward``, and ``fabric_loop`` runs them.
 
+A Fabric loop, over several calls (``_checks_fabric_loop``)
+    - ``unscale_gradients()`` gives the true gradients at every step, not only the first
+      (``unscale_before_clipping_every_step``); a step that overflowed is skipped after clipping with
+      ``error_if_nonfinite=False`` too, and the scale backs off (``overflow_while_clipping_skipped``); an
+      inf or NaN in any parameter group skips the step (``nonfinite_in_any_group_skipped``);
+    - ``optimizer_step()`` leaves the gradients in place (``gradients_kept_after_step``) and lets the
+      optimizer's exceptions propagate (``optimizer_errors_propagate``); unscaling, clipping and the step
+      work with a parameter that has no gradient (``parameters_without_gradients_clipped``);
+    - ``main_params()`` follows groups added with ``optimizer.add_param_group`` after an earlier call
+      (``main_params_follow_added_groups``);
+    - Fabric's backward (``pre_backward``, ``backward``, ``post_backward``) accumulates gradients
+      (``backward_hooks_keep_gradients``), and ``backward()`` without arguments frees the graph
+      (``backward_frees_the_graph``);
+    - ``state_dict()`` holds the scale as it is at each call (``state_dict_follows_the_scaler``);
+      ``load_state_dict(state)`` leaves the caller's dict as it was (``load_state_dict_leaves_caller_state``);
+      without options the GradScaler has torch's defaults (``scaler_defaults``);
+    - under ``torch.no_grad()`` ``forward_context()`` computes in the same dtype, without inference mode or
+      a graph (``forward_context_without_grad``); the contexts leave torch's random number generator
+      alone (``forward_context_keeps_rng_state``);
+    - ``convert_module()`` does not change how the module computes outside ``forward_context()``
+      (``converted_module_keeps_its_forward``) and gives every layer's parameters ``parameter_dtype``,
+      ``nn.Embedding``, ``nn.LayerNorm`` and ``nn.Conv1d`` too (``parameter_dtype_of_every_layer``);
+    - ``convert_input()``/``convert_output()`` convert a bare tensor, dataclass or namedtuple as a nested one,
+      keeping its type
+      (``convert_io_of_bare_collections``).
+
 Training
     - a small model trained under the precision ends within the contract's ``rtol`` of the same model
       trained in float32 (``training_matches_fp32``), and ``Fabric(plugins=[p])`` trains with the

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from mixprec.testing import _checks_context as context
 from mixprec.testing import _checks_convert as convert
+from mixprec.testing import _checks_fabric_loop as fabric_loop
 from mixprec.testing import _checks_forward_context as forward_context
 from mixprec.testing import _checks_fsdp as fsdp
 from mixprec.testing import _checks_object as object_
@@ -174,5 +175,22 @@ CHECKS: tuple[Check, ...] = (
     subclasses.linear_subclasses_converted,
     options.option_trials_applied,
     float8.float8_format,
+    fabric_loop.unscale_before_clipping_every_step,
+    fabric_loop.overflow_while_clipping_skipped,
+    fabric_loop.nonfinite_in_any_group_skipped,
+    fabric_loop.gradients_kept_after_step,
+    fabric_loop.optimizer_errors_propagate,
+    fabric_loop.parameters_without_gradients_clipped,
+    fabric_loop.main_params_follow_added_groups,
+    fabric_loop.backward_hooks_keep_gradients,
+    fabric_loop.backward_frees_the_graph,
+    fabric_loop.state_dict_follows_the_scaler,
+    fabric_loop.load_state_dict_leaves_caller_state,
+    fabric_loop.scaler_defaults,
+    fabric_loop.forward_context_without_grad,
+    fabric_loop.forward_context_keeps_rng_state,
+    fabric_loop.converted_module_keeps_its_forward,
+    fabric_loop.parameter_dtype_of_every_layer,
+    fabric_loop.convert_io_of_bare_collections,
     *fsdp.FSDP_CHECKS,
 )
