@@ -35,12 +35,13 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.plugins import precision as lightning
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import GradClipAlgorithmType
+from torch.amp.grad_scaler import OptState
 from torch.nn import Module
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from mixprec._errors import PrecisionWarning, StateDictError
-from mixprec._fabric import DeviceFSDP, ScalerGuard
+from mixprec._errors import ClosureError, PrecisionWarning, StateDictError
+from mixprec._fabric import DeviceFSDP, ScalerGuard, _forget_unscaling, _stage
 from mixprec._telemetry import holds_scaler_state
 
 __all__ = [
@@ -79,6 +80,13 @@ class _TrainerGuard(ScalerGuard):
         clip_val: int | float = 0.0,
         gradient_clip_algorithm: GradClipAlgorithmType = GradClipAlgorithmType.NORM,
     ) -> None:
+        # LightningModule.clip_gradients passes the LightningOptimizer it was given; the GradScaler knows the optimizer.
+        optimizer = getattr(optimizer, "_optimizer", optimizer)
+        if _scaled_gradients(self.scaler, optimizer) and clip_val > 0:
+            # Under manual optimization (self.clip_gradients(opt, ...) between manual_backward and opt.step()) the
+            # gradients are still scaled: unscale them first, as fabric.clip_gradients does, so that they are
+            # clipped at their true size; optimizer_step then steps without unscaling again.
+            self.unscale_gradients(optimizer)
         # Lightning's MixedPrecision.clip_gradients refuses every fused optimizer, scaler or not, though its
         # gradients are unscaled by now (see _unscaling_fused): clip with the base class's code, which every other
         # Lightning class uses as it is.
@@ -91,7 +99,19 @@ class _TrainerGuard(ScalerGuard):
         ``model`` and ``closure`` are required, as in Lightning's Trainer classes; their defaults only keep the
         signature one that Fabric's ``optimizer_step(optimizer, **kwargs)`` also fits, for classes on both.
         """
+        if self.scaler is not None and _stage(self.scaler, optimizer) is OptState.UNSCALED:
+            # Unscaled by clip_gradients before the step (manual optimization): step without unscaling again.
+            return _step_unscaled(self, optimizer, model, closure, kwargs)
         closure = _unscaling_fused(self, optimizer, model, closure)
+        result = self._lightning_step(optimizer, model, closure, kwargs)
+        if self.scaler is not None and _stage(self.scaler, optimizer) is OptState.UNSCALED:
+            # The closure ran no backward (training_step returned None), so no step followed clipping's unscaling:
+            # forget it, so that the next step unscales its own gradients.
+            _forget_unscaling(self.scaler, optimizer)
+        return result
+
+    def _lightning_step(self, optimizer: Any, model: Any, closure: Any, kwargs: dict[str, Any]) -> Any:
+        """The step of the Lightning class this one extends."""
         return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -123,6 +143,33 @@ def _unscaling_fused(
         return result
 
     return run
+
+
+def _scaled_gradients(scaler: Any, optimizer: Any) -> bool:
+    """Whether ``optimizer``'s gradients are still scaled by ``scaler``: it has scaled a loss (torch builds its scale at
+    the first ``scale()``), and has neither unscaled them nor stepped since its last update."""
+    if scaler is None or getattr(scaler, "_scale", None) is None:
+        return False
+    return _stage(scaler, optimizer) is OptState.READY
+
+
+def _step_unscaled(plugin: _TrainerGuard, optimizer: Any, model: Any, closure: Any, kwargs: dict[str, Any]) -> Any:
+    """A step through the scaler of gradients clip_gradients unscaled already: the closure, the hooks of
+    ``_after_closure``, then ``scaler.step`` (which skips the step on inf/NaN it found while unscaling) and
+    ``scaler.update()``; the step's output, as Lightning's ``MixedPrecision.optimizer_step`` returns it."""
+    if isinstance(optimizer, torch.optim.LBFGS):
+        raise ClosureError(
+            "LBFGS evaluates its closure several times in one step, and a GradScaler checks and unscales the"
+            f" gradients of one backward per step, so LBFGS cannot train in {plugin.precision!r}. Use a precision"
+            " without loss scaling ('bf16-mixed' or '32-true'), or an optimizer that evaluates its closure once."
+        )
+    scaler: Any = plugin.scaler
+    if closure is not None:
+        closure()
+    plugin._after_closure(model, optimizer)  # type: ignore[attr-defined]
+    output = scaler.step(optimizer, **kwargs)
+    scaler.update()
+    return output
 
 
 def _is_fitting(model: Module) -> bool:
@@ -191,10 +238,9 @@ class FSDPPrecision(DeviceFSDP, _TrainerGuard, lightning.FSDPPrecision):
     _autocast_cache = False
 
     @override
-    def optimizer_step(self, optimizer: Any, model: Any = None, closure: Any = None, **kwargs: Any) -> Any:
+    def _lightning_step(self, optimizer: Any, model: Any, closure: Any, kwargs: dict[str, Any]) -> Any:
         if self.scaler is None:
-            return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
-        closure = _unscaling_fused(self, optimizer, model, closure)
+            return super()._lightning_step(optimizer, model, closure, kwargs)
         # Lightning's FSDPPrecision unscales after a closure that ran no backward (training_step returned None),
         # which fails on a scaler that has scaled nothing yet; its MixedPrecision's step, the same otherwise, does not.
         return lightning.MixedPrecision.optimizer_step(self, optimizer, model=model, closure=closure, **kwargs)  # type: ignore[arg-type]

@@ -57,7 +57,8 @@ DEFECTS = [
         "bf16-mixed",
         "trainer_backward_gradients trainer_clips_by_value_through_the_hook trainer_manual_optimization_not_clipped "
         "trainer_manual_optimization_steps trainer_step_applied trainer_step_hooks "
-        "trainer_gradient_accumulation trainer_manual_closure_runs trainer_manual_optimizers_each_unscaled",
+        "trainer_gradient_accumulation trainer_manual_closure_runs trainer_manual_optimizers_each_unscaled"
+        " trainer_manual_clipping_sees_true_gradients",
         """
         def backward(self, tensor, model, optimizer, *args, **kwargs):
             model.backward(tensor * 2, *args, **kwargs)  # "a sum over two halves"
@@ -88,7 +89,8 @@ DEFECTS = [
     _defect(
         "steps-when-training-step-returned-none",
         "16-mixed",
-        "trainer_skips_step_without_loss trainer_lbfgs_refused_before_closure",
+        "trainer_skips_step_without_loss trainer_lbfgs_refused_before_closure"
+        " trainer_manual_clipping_sees_true_gradients",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             closure()
@@ -104,7 +106,8 @@ DEFECTS = [
         "16-mixed",
         "trainer_manual_optimization_not_clipped trainer_manual_optimization_steps"
         " trainer_manual_fused_optimizer_unscaled trainer_lbfgs_refused_before_closure"
-        " trainer_manual_optimizers_each_unscaled trainer_manual_overflow_updates_scale",
+        " trainer_manual_optimizers_each_unscaled trainer_manual_overflow_updates_scale"
+        " trainer_manual_clipping_sees_true_gradients",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             if closure() is None:  # "nothing to step": also every manual step
@@ -119,7 +122,8 @@ DEFECTS = [
     _defect(
         "clip-by-value-ignored",
         "bf16-mixed",
-        "trainer_clip_gradients_by_value trainer_clips_by_value_through_the_hook",
+        "trainer_clip_gradients_by_value trainer_clips_by_value_through_the_hook"
+        " trainer_manual_clipping_sees_true_gradients",
         """
         def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm=None):
             if clip_val > 0:
@@ -130,7 +134,8 @@ DEFECTS = [
         "clips-the-first-parameter-group-only",
         "bf16-mixed",
         "trainer_clip_gradients_by_norm trainer_clip_gradients_by_value "
-        "trainer_clips_after_closure trainer_clips_by_value_through_the_hook",
+        "trainer_clips_after_closure trainer_clips_by_value_through_the_hook"
+        " trainer_manual_clipping_sees_true_gradients",
         """
         def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm=None):
             if clip_val <= 0:
@@ -287,7 +292,8 @@ DEFECTS = [
     _defect(
         "fused-optimizer-clipped-scaled",
         "16-mixed",
-        "trainer_fused_optimizer_clipped trainer_manual_fused_optimizer_unscaled",
+        "trainer_fused_optimizer_clipped trainer_manual_fused_optimizer_unscaled"
+        " trainer_manual_clipping_sees_true_gradients",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             return trainer.MixedPrecision.optimizer_step(self, optimizer, model, closure, **kwargs)  # "Lightning's"
@@ -308,7 +314,7 @@ DEFECTS = [
     _defect(
         "manual-fused-optimizer-left-scaled",
         "16-mixed",
-        "trainer_manual_fused_optimizer_unscaled",
+        "trainer_manual_fused_optimizer_unscaled trainer_manual_clipping_sees_true_gradients",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             if model.automatic_optimization:

@@ -38,7 +38,8 @@ DEFECTS = [
     _defect(
         "steps-past-the-grad-scaler",
         "16-mixed",
-        "trainer_nonfinite_step_skipped trainer_nonfinite_step_skipped_when_clipping",
+        "trainer_nonfinite_step_skipped trainer_nonfinite_step_skipped_when_clipping"
+        " trainer_manual_clipping_sees_true_gradients trainer_lbfgs_refused_before_closure",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             result = closure()
@@ -61,12 +62,21 @@ DEFECTS = [
         """,
     ),
     _defect(
+        "clips-scaled-gradients-under-manual-optimization",
+        "16-mixed",
+        "trainer_manual_clipping_sees_true_gradients",
+        """
+        def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm="norm"):
+            # Lightning's clipping as it is: under manual optimization the gradients are still scaled here.
+            trainer.Precision.clip_gradients(self, optimizer, clip_val, gradient_clip_algorithm)
+        """,
+    ),
+    _defect(
         "drops-the-step-arguments",
         "bf16-mixed",
         "trainer_optimizer_step_passes_arguments",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
-            closure = _unscaling_fused(self, optimizer, model, closure)
             return super().optimizer_step(optimizer, model=model, closure=closure)
         """,
     ),
@@ -78,14 +88,14 @@ DEFECTS = [
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             if not model.automatic_optimization:
                 closure = lambda: None  # "under manual optimization the user ran backward already"
-            closure = _unscaling_fused(self, optimizer, model, closure)
             return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
         """,
     ),
     _defect(
         "unscales-the-first-optimizer",
         "16-mixed",
-        "trainer_manual_optimizers_each_unscaled",
+        "trainer_manual_optimizers_each_unscaled trainer_manual_clipping_sees_true_gradients"
+        " trainer_lbfgs_refused_before_closure",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             result = closure()
@@ -101,7 +111,8 @@ DEFECTS = [
     _defect(
         "no-scale-update-under-manual-optimization",
         "16-mixed",
-        "trainer_manual_overflow_updates_scale",
+        "trainer_manual_overflow_updates_scale trainer_manual_clipping_sees_true_gradients"
+        " trainer_lbfgs_refused_before_closure",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             result = closure()
@@ -123,7 +134,6 @@ DEFECTS = [
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             if model.automatic_optimization:
                 optimizer.zero_grad()  # "fresh gradients for every step"
-            closure = _unscaling_fused(self, optimizer, model, closure)
             return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
         """,
     ),
@@ -169,7 +179,7 @@ DEFECTS = [
     _defect(
         "autocast-only-with-grad",
         "bf16-mixed",
-        "trainer_eval_step_contexts_without_grad",
+        "trainer_eval_step_contexts_without_grad forward_context_without_grad",
         """
         def forward_context(self):
             # "evaluation needs no mixed precision"

@@ -291,7 +291,9 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
       (``trainer_nonfinite_step_skipped``), with ``gradient_clip_val`` too, where clipping an infinite
       norm must not raise (``trainer_nonfinite_step_skipped_when_clipping``); under manual optimization
       an overflowing step backs the scale off and the next one trains
-      (``trainer_manual_overflow_updates_scale``);
+      (``trainer_manual_overflow_updates_scale``); clipping with ``self.clip_gradients(opt, ...)`` between
+      ``manual_backward`` and ``opt.step()`` clips the true gradients, and the step applies them clipped
+      (``trainer_manual_clipping_sees_true_gradients``);
     - ``optimizer_step(optimizer, model, closure, **kwargs)`` passes ``kwargs`` on to ``optimizer.step``
       (``trainer_optimizer_step_passes_arguments``); under manual optimization a closure of the user's
       (``opt.step(closure=closure)``) runs once and its gradients are stepped

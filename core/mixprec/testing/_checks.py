@@ -150,6 +150,7 @@ CHECKS: tuple[Check, ...] = (
     trainer_loop.trainer_manual_closure_runs,
     trainer_loop.trainer_manual_optimizers_each_unscaled,
     trainer_loop.trainer_manual_overflow_updates_scale,
+    trainer_loop.trainer_manual_clipping_sees_true_gradients,
     trainer_loop.trainer_gradient_accumulation,
     trainer_loop.trainer_connect_keeps_optimizers_and_schedulers,
     trainer_loop.trainer_hooks_leave_torch_flags,

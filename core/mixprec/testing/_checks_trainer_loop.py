@@ -46,6 +46,7 @@ __all__ = [
     "trainer_gradient_accumulation",
     "trainer_hooks_leave_torch_flags",
     "trainer_manual_closure_runs",
+    "trainer_manual_clipping_sees_true_gradients",
     "trainer_manual_optimizers_each_unscaled",
     "trainer_manual_overflow_updates_scale",
     "trainer_nonfinite_step_skipped",
@@ -230,6 +231,43 @@ def trainer_manual_overflow_updates_scale(subject: Subject, contract: Contract) 
         _weights(harness.net),
         expected,
         "under manual optimization the step after a skipped one did not apply the true gradients",
+    )
+
+
+#: A clipping value below the largest of the suite's true gradients and far below the scaled ones.
+_CLIP_VALUE = 0.05
+
+
+@check(targets=TRAINER)
+def trainer_manual_clipping_sees_true_gradients(subject: Subject, contract: Contract) -> None:
+    """Under manual optimization, self.clip_gradients(opt, ...) between manual_backward and opt.step() clips the true
+    gradients, and the step applies them clipped.
+
+    Lightning's manual-optimization recipe clips in ``training_step`` (``LightningModule.clip_gradients`` with the
+    ``LightningOptimizer``): with a GradScaler the gradients are still scaled there, so the object unscales them
+    first, and its ``optimizer_step`` then steps without unscaling them again.
+    """
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+
+    harness = Harness(subject, manual=True, algorithm="value")
+    true = _true_gradients(harness.net, subject)
+    _require(
+        max(float(g.abs().max()) for g in true) > _CLIP_VALUE,
+        f"the suite's true gradients stay within {_CLIP_VALUE}, so clipping them by value changes nothing",
+    )
+    expected = _sgd_step(harness.net, [g.clamp(-_CLIP_VALUE, _CLIP_VALUE) for g in true])
+    harness.backward(None)
+    harness.module.clip_gradients(
+        LightningOptimizer(harness.optimizer), gradient_clip_val=_CLIP_VALUE, gradient_clip_algorithm="value"
+    )
+    harness.p.optimizer_step(harness.optimizer, model=harness.module, closure=lambda: None)
+    _close(
+        _weights(harness.net),
+        expected,
+        f"under manual optimization, clipping by value to {_CLIP_VALUE} between manual_backward and opt.step() and"
+        " then stepping did not apply the true gradients clipped: with a GradScaler, unscale them in clip_gradients"
+        " before clipping (the optimizer may come as a LightningOptimizer: unscale the optimizer it wraps), and"
+        " step without unscaling them again",
     )
 
 
