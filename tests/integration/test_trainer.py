@@ -149,6 +149,52 @@ def test_trainer_clips_the_unscaled_gradients_in_16_mixed() -> None:
     assert float(torch.linalg.vector_norm(update)) == pytest.approx(clip, rel=1e-3)
 
 
+class ManualClipping(Regression):
+    """Manual optimization as Lightning's recipe writes it: manual_backward, self.clip_gradients, opt.step()."""
+
+    def __init__(self, clip: float, fused: bool = False) -> None:
+        super().__init__(lr=1.0, fused=fused)
+        self.automatic_optimization = False
+        self.clip = clip
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        optimizer: Any = self.optimizers()
+        optimizer.zero_grad()
+        loss = super().training_step(batch, batch_idx)
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        return loss
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["sgd", "fused-sgd"])
+def test_manual_optimization_clips_the_unscaled_gradients_in_16_mixed(fused: bool) -> None:
+    clip = 1e-3
+    plugin = mixprec.get_precision("16-mixed", "cpu", target="trainer", init_scale=256.0)
+    model = ManualClipping(clip, fused=fused)
+    recorder = Recorder()
+
+    cpu_trainer(plugin, max_steps=1, callbacks=[recorder]).fit(model)
+
+    # With lr=1 the update is the clipped gradient: its norm is the clip value only if clipping saw unscaled
+    # gradients and the step did not unscale them a second time.
+    update = flat_weights(model) - recorder.start_weights
+    assert float(torch.linalg.vector_norm(update)) == pytest.approx(clip, rel=1e-3)
+    assert recorder.gradient_norms == [pytest.approx(clip, rel=1e-3)]
+
+
+def test_manual_optimization_skips_an_overflowing_step_after_clipping_in_16_mixed() -> None:
+    plugin = mixprec.get_precision("16-mixed", "cpu", target="trainer", init_scale=256.0)
+    model = ManualClipping(clip=1e-3)
+    model.overflow_batch = 0
+    recorder = Recorder()
+
+    cpu_trainer(plugin, max_steps=2, callbacks=[recorder]).fit(model)
+
+    assert plugin.scaler.get_scale() == 128.0  # backed off once, for the overflowing first step
+    assert torch.isfinite(flat_weights(model)).all()
+
+
 def checkpoint_of(precision: str, path: Path, **options: Any) -> None:
     """Train two steps in ``precision`` and save a checkpoint at ``path``."""
     trainer = cpu_trainer(mixprec.get_precision(precision, "cpu", target="trainer", **options), max_steps=2)
