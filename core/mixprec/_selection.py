@@ -108,7 +108,8 @@ def select(
         if other is not None:
             return Choice(probed, None, f"backend= names {backend!r}", other, "backend=")
     if not found:
-        return Choice(probed, None, RANKING, _not_found(snap, precision, device))
+        error = _passed_over(snap, caches, precision, device, target, family) or _not_found(snap, precision, device)
+        return Choice(probed, None, RANKING, error)
     if backend is not None:
         return _forced(snap, probed, precision, device, backend, "backend=")
     from_env = os.environ.get("MIXPREC_BACKEND", "").strip()
@@ -123,6 +124,36 @@ def select(
         error = BackendUnavailableError(f"{precision!r} cannot run on {device} here. {reasons}.")
         return Choice(probed, None, RANKING, error)
     return Choice(probed, usable[0][0], RANKING, None)
+
+
+def _passed_over(
+    snap: Snapshot, caches: Caches, precision: str, device: Device, target: str, family: str | None
+) -> PrecisionError | None:
+    """The error where backends offer ``precision`` here but none builds objects for ``target`` and ``family``."""
+    offering = [r for r in candidates_any_target(snap, precision, device) if serves(r, device.type, caches)]
+    if not offering:
+        return None
+    why = []
+    for r in offering:
+        if not r.backend.serves(target):
+            only = " and ".join(repr(t) for t in r.backend.targets)
+            why.append(f"{r.backend.name!r} builds objects only for target={only} (its Backend.targets)")
+        else:
+            why.append(
+                f"{r.backend.name!r} builds none for the {family!r} strategies (its Backend.strategy_families is"
+                f" {r.backend.strategy_families!r})"
+            )
+    wanted = f"target={target!r}" + ("" if family is None else f" and the {family!r} strategies")
+    fix = (
+        "use a strategy that takes an ordinary precision plugin (strategy='ddp'), or a precision a backend"
+        f" builds for {family!r} ('bf16-mixed')"
+        if family is not None and all(r.backend.serves(target) for r in offering)
+        else "ask for a target these backends serve, or install a backend that builds objects for it"
+    )
+    return BackendNotFoundError(
+        f"No installed backend builds {precision!r} objects on {device} for {wanted}: {'; '.join(why)}. To train in"
+        f" {precision!r}, {fix}."
+    )
 
 
 def _other_target(snap: Snapshot, name: str, precision: str, device: Device, target: str) -> PrecisionError | None:

@@ -65,6 +65,24 @@ def test_naming_a_backend_for_a_strategy_family_it_does_not_build_says_so(site: 
         mixprec.get_precision("bf16-true", "cpu", backend="no-fsdp", strategy="fsdp")
 
 
+def test_a_precision_only_backends_without_the_family_offer_is_an_error_naming_them_and_what_to_use(site: Site) -> None:
+    install(site, "own-fsdp-less", REFERENCE_POLICY, precisions=("acme-own",), strategy_families=())
+    with pytest.raises(mixprec.BackendNotFoundError) as refused:
+        mixprec.get_precision("acme-own", "cpu", strategy="fsdp")
+    message = str(refused.value)
+    assert "'own-fsdp-less' builds none for the 'fsdp' strategies (its Backend.strategy_families is ())" in message
+    assert "strategy='ddp'" in message
+    assert "other devices" not in message
+
+
+def test_a_precision_only_backends_for_the_other_target_offer_is_an_error_naming_them(site: Site) -> None:
+    install(site, "own-fabric-only", REFERENCE_POLICY, precisions=("acme-own",), targets=("fabric",))
+    with pytest.raises(
+        mixprec.BackendNotFoundError, match=r"'own-fabric-only' builds objects only for target='fabric'"
+    ):
+        mixprec.get_precision("acme-own", "cpu", target="trainer")
+
+
 def test_our_backends_that_refuse_fsdp_declare_it() -> None:
     from mixprec._policies import current
 
