@@ -82,6 +82,9 @@ class _TrainerGuard(ScalerGuard):
     ) -> None:
         # LightningModule.clip_gradients passes the LightningOptimizer it was given; the GradScaler knows the optimizer.
         optimizer = getattr(optimizer, "_optimizer", optimizer)
+        if not _has_gradients(optimizer):
+            # A skipped batch (training_step returned None): nothing to clip, and torch's clip_grad_value_ raises.
+            return
         if _scaled_gradients(self.scaler, optimizer) and clip_val > 0:
             # Under manual optimization (self.clip_gradients(opt, ...) between manual_backward and opt.step()) the
             # gradients are still scaled: unscale them first, as fabric.clip_gradients does, so that they are
@@ -147,10 +150,16 @@ def _unscaling_fused(
 
 def _scaled_gradients(scaler: Any, optimizer: Any) -> bool:
     """Whether ``optimizer``'s gradients are still scaled by ``scaler``: it has scaled a loss (torch builds its scale at
-    the first ``scale()``), and has neither unscaled them nor stepped since its last update."""
+    the first ``scale()``), the optimizer has gradients, and the scaler has neither unscaled them nor stepped since
+    its last update."""
     if scaler is None or getattr(scaler, "_scale", None) is None:
         return False
-    return _stage(scaler, optimizer) is OptState.READY
+    return _has_gradients(optimizer) and _stage(scaler, optimizer) is OptState.READY
+
+
+def _has_gradients(optimizer: Any) -> bool:
+    """Whether any parameter of ``optimizer`` has a gradient (a skipped batch's are all None)."""
+    return any(p.grad is not None for group in optimizer.param_groups for p in group["params"])
 
 
 def _step_unscaled(plugin: _TrainerGuard, optimizer: Any, model: Any, closure: Any, kwargs: dict[str, Any]) -> Any:

@@ -68,7 +68,8 @@ DEFECTS = [
         "closure-run-twice",
         "bf16-mixed",
         "trainer_clips_after_closure trainer_closure_runs_once trainer_step_hooks "
-        "trainer_gradient_accumulation trainer_manual_closure_runs",
+        "trainer_gradient_accumulation trainer_manual_closure_runs"
+        " trainer_manual_clipping_sees_true_gradients",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             closure()  # "warm up"
@@ -80,7 +81,8 @@ DEFECTS = [
         "16-mixed",
         "trainer_clips_after_closure trainer_clips_by_value_through_the_hook "
         "trainer_fused_optimizer_clipped trainer_step_hooks trainer_manual_fused_optimizer_unscaled"
-        " trainer_manual_optimizers_each_unscaled",
+        " trainer_manual_optimizers_each_unscaled"
+        " trainer_skipped_batch_after_clipping_leaves_the_next_step_ready trainer_manual_clipping_sees_true_gradients",
         """
         def _after_closure(self, model, optimizer):
             pass
@@ -293,7 +295,8 @@ DEFECTS = [
         "fused-optimizer-clipped-scaled",
         "16-mixed",
         "trainer_fused_optimizer_clipped trainer_manual_fused_optimizer_unscaled"
-        " trainer_manual_clipping_sees_true_gradients",
+        " trainer_manual_clipping_sees_true_gradients"
+        " trainer_skipped_batch_after_clipping_leaves_the_next_step_ready",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             return trainer.MixedPrecision.optimizer_step(self, optimizer, model, closure, **kwargs)  # "Lightning's"

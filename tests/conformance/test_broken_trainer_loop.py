@@ -72,6 +72,24 @@ DEFECTS = [
         """,
     ),
     _defect(
+        "keeps-clippings-unscaling-after-a-skipped-batch",
+        "16-mixed",
+        "trainer_skipped_batch_after_clipping_leaves_the_next_step_ready",
+        """
+        def optimizer_step(self, optimizer, model, closure, **kwargs):
+            from torch.amp.grad_scaler import OptState
+
+            from mixprec._fabric import _stage
+            from mixprec._trainer import _step_unscaled, _unscaling_fused
+
+            if self.scaler is not None and _stage(self.scaler, optimizer) is OptState.UNSCALED:
+                return _step_unscaled(self, optimizer, model, closure, kwargs)
+            closure = _unscaling_fused(self, optimizer, model, closure)
+            # "no step, no update: nothing to reset" -- the unscaling clip_gradients did stays recorded
+            return self._lightning_step(optimizer, model, closure, kwargs)
+        """,
+    ),
+    _defect(
         "drops-the-step-arguments",
         "bf16-mixed",
         "trainer_optimizer_step_passes_arguments",
@@ -83,7 +101,7 @@ DEFECTS = [
     _defect(
         "ignores-the-users-closure-under-manual-optimization",
         "16-mixed",
-        "trainer_manual_closure_runs",
+        "trainer_manual_closure_runs trainer_manual_clipping_sees_true_gradients",
         """
         def optimizer_step(self, optimizer, model, closure, **kwargs):
             if not model.automatic_optimization:

@@ -195,6 +195,35 @@ def test_manual_optimization_skips_an_overflowing_step_after_clipping_in_16_mixe
     assert torch.isfinite(flat_weights(model)).all()
 
 
+class SkipsSecondBatch(Regression):
+    """Returns None for the second batch, as a training_step that skips a batch does: with accumulate_grad_batches=2
+    the first window ends on it, with the first batch's gradients accumulated and clipped, and no step."""
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:  # type: ignore[override]
+        return None if batch_idx == 1 else super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_skipped_batch_with_clipping_in_16_mixed_trains_on(algorithm: str, accumulate: int) -> None:
+    plugin = mixprec.get_precision("16-mixed", "cpu", target="trainer", init_scale=256.0)
+    model = SkipsSecondBatch()
+    before = flat_weights(model)
+
+    trainer = cpu_trainer(
+        plugin,
+        max_steps=2,
+        gradient_clip_val=0.5,
+        gradient_clip_algorithm=algorithm,
+        accumulate_grad_batches=accumulate,
+    )
+    trainer.fit(model)
+
+    assert trainer.global_step == 2  # the steps after the skipped batch unscaled, clipped and stepped
+    assert torch.isfinite(flat_weights(model)).all()
+    assert not torch.equal(flat_weights(model), before)
+
+
 def checkpoint_of(precision: str, path: Path, **options: Any) -> None:
     """Train two steps in ``precision`` and save a checkpoint at ``path``."""
     trainer = cpu_trainer(mixprec.get_precision(precision, "cpu", target="trainer", **options), max_steps=2)

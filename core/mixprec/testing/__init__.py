@@ -293,7 +293,9 @@ The Trainer's object (``target="trainer"``: a ``lightning.pytorch`` ``Precision`
       an overflowing step backs the scale off and the next one trains
       (``trainer_manual_overflow_updates_scale``); clipping with ``self.clip_gradients(opt, ...)`` between
       ``manual_backward`` and ``opt.step()`` clips the true gradients, and the step applies them clipped
-      (``trainer_manual_clipping_sees_true_gradients``);
+      (``trainer_manual_clipping_sees_true_gradients``); with ``gradient_clip_val``, a batch whose
+      ``training_step`` returned None leaves the GradScaler ready for the next step
+      (``trainer_skipped_batch_after_clipping_leaves_the_next_step_ready``);
     - ``optimizer_step(optimizer, model, closure, **kwargs)`` passes ``kwargs`` on to ``optimizer.step``
       (``trainer_optimizer_step_passes_arguments``); under manual optimization a closure of the user's
       (``opt.step(closure=closure)``) runs once and its gradients are stepped

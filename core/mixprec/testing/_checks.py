@@ -151,6 +151,7 @@ CHECKS: tuple[Check, ...] = (
     trainer_loop.trainer_manual_optimizers_each_unscaled,
     trainer_loop.trainer_manual_overflow_updates_scale,
     trainer_loop.trainer_manual_clipping_sees_true_gradients,
+    trainer_loop.trainer_skipped_batch_after_clipping_leaves_the_next_step_ready,
     trainer_loop.trainer_gradient_accumulation,
     trainer_loop.trainer_connect_keeps_optimizers_and_schedulers,
     trainer_loop.trainer_hooks_leave_torch_flags,

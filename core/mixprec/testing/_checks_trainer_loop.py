@@ -14,6 +14,7 @@ name.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "trainer_gradient_accumulation",
     "trainer_hooks_leave_torch_flags",
     "trainer_manual_closure_runs",
+    "trainer_skipped_batch_after_clipping_leaves_the_next_step_ready",
     "trainer_manual_clipping_sees_true_gradients",
     "trainer_manual_optimizers_each_unscaled",
     "trainer_manual_overflow_updates_scale",
@@ -241,33 +243,80 @@ _CLIP_VALUE = 0.05
 @check(targets=TRAINER)
 def trainer_manual_clipping_sees_true_gradients(subject: Subject, contract: Contract) -> None:
     """Under manual optimization, self.clip_gradients(opt, ...) between manual_backward and opt.step() clips the true
-    gradients, and the step applies them clipped.
+    gradients, and the step applies them clipped, step after step, running the user's closure and the hooks.
 
     Lightning's manual-optimization recipe clips in ``training_step`` (``LightningModule.clip_gradients`` with the
     ``LightningOptimizer``): with a GradScaler the gradients are still scaled there, so the object unscales them
-    first, and its ``optimizer_step`` then steps without unscaling them again.
+    first, and its ``optimizer_step`` then steps without unscaling them again, runs the closure it is given and
+    ``on_before_optimizer_step``, and updates the scale, so that the next step clips and steps the same way.
     """
     from lightning.pytorch.core.optimizer import LightningOptimizer
 
     harness = Harness(subject, manual=True, algorithm="value")
-    true = _true_gradients(harness.net, subject)
-    _require(
-        max(float(g.abs().max()) for g in true) > _CLIP_VALUE,
-        f"the suite's true gradients stay within {_CLIP_VALUE}, so clipping them by value changes nothing",
-    )
-    expected = _sgd_step(harness.net, [g.clamp(-_CLIP_VALUE, _CLIP_VALUE) for g in true])
-    harness.backward(None)
-    harness.module.clip_gradients(
-        LightningOptimizer(harness.optimizer), gradient_clip_val=_CLIP_VALUE, gradient_clip_algorithm="value"
-    )
+    for step in (1, 2):
+        true = _true_gradients(harness.net, subject)
+        _require(
+            max(float(g.abs().max()) for g in true) > _CLIP_VALUE,
+            f"the suite's true gradients stay within {_CLIP_VALUE}, so clipping them by value changes nothing",
+        )
+        expected = _sgd_step(harness.net, [g.clamp(-_CLIP_VALUE, _CLIP_VALUE) for g in true])
+        harness.optimizer.zero_grad()
+        harness.backward(None)
+        harness.module.clip_gradients(
+            LightningOptimizer(harness.optimizer), gradient_clip_val=_CLIP_VALUE, gradient_clip_algorithm="value"
+        )
+        ran: list[int] = []
+        harness.module.events.clear()
+        harness.p.optimizer_step(harness.optimizer, model=harness.module, closure=functools.partial(ran.append, step))
+        _close(
+            _weights(harness.net),
+            expected,
+            f"under manual optimization, step {step}: clipping by value to {_CLIP_VALUE} between manual_backward and"
+            " opt.step() and then stepping did not apply the true gradients clipped: with a GradScaler, unscale them"
+            " in clip_gradients before clipping (the optimizer may come as a LightningOptimizer: unscale the"
+            " optimizer it wraps), step without unscaling them again, and update the scale after the step",
+        )
+        _require(
+            ran == [step],
+            f"under manual optimization, after clip_gradients, opt.step(closure=...) ran the user's closure"
+            f" {len(ran)} time(s), not once: run the closure it is given before stepping",
+        )
+        _require(
+            "on_before_optimizer_step" in harness.module.events,
+            "under manual optimization, after clip_gradients, opt.step() did not call on_before_optimizer_step: call"
+            " the hooks of _after_closure(model, optimizer) before the step, as every other step does",
+        )
+
+
+@check(applies=_scaler, targets=TRAINER)
+def trainer_skipped_batch_after_clipping_leaves_the_next_step_ready(subject: Subject, contract: Contract) -> None:
+    """With gradient_clip_val, a step skipped because training_step returned None, with gradients accumulated before
+    it (clipped, not stepped), leaves the GradScaler ready: the next batch unscales, clips and steps as usual.
+
+    Lightning clips in ``_after_closure`` even when the closure returned None; an object that unscales while
+    clipping must forget that unscaling when no step follows, or the next step's unscaling raises.
+    """
+    harness = Harness(subject, clip=_CLIP_VALUE, algorithm="value")
+    harness.automatic_step()
+    # The last batch of a gradient-accumulation window returns None: the earlier batch's gradients are there, the
+    # loop's closure returns None, and Lightning still clips them before it skips the step.
+    harness.optimizer.zero_grad()
+    harness.backward(harness.optimizer)
     harness.p.optimizer_step(harness.optimizer, model=harness.module, closure=lambda: None)
+    true = _true_gradients(harness.net, subject)
+    expected = _sgd_step(harness.net, [g.clamp(-_CLIP_VALUE, _CLIP_VALUE) for g in true])
+    try:
+        harness.automatic_step()
+    except RuntimeError as exc:
+        raise CheckFailed(
+            f"the step after a skipped batch (training_step returned None, gradient_clip_val set) raised"
+            f" {type(exc).__name__}: {str(exc).splitlines()[0]}. When no step follows clipping's unscaling, forget it"
+            " (the GradScaler's per-optimizer state), so that the next step unscales its own gradients"
+        ) from None
     _close(
         _weights(harness.net),
         expected,
-        f"under manual optimization, clipping by value to {_CLIP_VALUE} between manual_backward and opt.step() and"
-        " then stepping did not apply the true gradients clipped: with a GradScaler, unscale them in clip_gradients"
-        " before clipping (the optimizer may come as a LightningOptimizer: unscale the optimizer it wraps), and"
-        " step without unscaling them again",
+        "the step after a skipped batch did not apply the true gradients clipped by value",
     )
 
 
