@@ -335,6 +335,7 @@ The FSDP object (``strategy="fsdp"``), as Lightning's FSDP strategies use it
       names it and FSDP (``fsdp_refuses_float64``);
     - with loss scaling, its scaler is a ``ShardedGradScaler`` built from the request's options
       (``fsdp_scaler_is_sharded``).
+
     Lightning runs FSDP on CUDA only, so no FSDP loop runs on the CPU.
 
 The object as a whole
